@@ -1,0 +1,5 @@
+"""``python -m plausipy`` runs the CLI."""
+
+from plausipy._cli import main
+
+main(prog_name="plausipy")
