@@ -13,9 +13,12 @@ from __future__ import annotations
 import marshal
 import os
 import time
-from collections.abc import Iterator
 
 from plausipy import _paths
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at exit; annotations are strings anyway
+    from collections.abc import Iterator
 
 __all__ = ["SPOOL_SUFFIX", "read_spool", "spool_files", "write_spool"]
 
