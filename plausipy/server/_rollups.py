@@ -1,0 +1,370 @@
+"""Daily rollups: what the dashboard reads instead of the raw records.
+
+A dashboard over a million raw records must answer in milliseconds, and the
+numbers must outlive the raw records (retention deletes those, DESIGN.md §5).
+So every (package, day) is folded once into two small tables:
+
+``rollup_cells``
+    one row per (package, version, day, dimension, value) with ``runs``,
+    ``exits`` (runs that reported an exit code), ``failures`` (non-zero exit
+    codes) and ``distinct_ids`` (distinct pseudonymous IDs that day). The
+    version ``*`` holds the same cells for all versions together, so a
+    dashboard without a version filter never adds up per-version distinct
+    counts (one person running two versions would count twice).
+``rollup_sketches``
+    one HyperLogLog sketch per (package, version, day, scope) of the user and
+    package scope IDs, so the distinct IDs of any date range can be estimated
+    by merging daily sketches (about 3 % error; exact-ish below a few hundred).
+
+Dimensions: ``total`` (value ``""``), ``scope``, ``version`` (under ``*``
+only), ``python`` (major.minor), ``implementation``, ``os``, ``arch``,
+``country``, ``region``, ``timezone``, ``duration`` and ``rss`` (log-scale
+histogram buckets, see :func:`bucket_of`), and ``prop:<name>`` for each
+custom property (the top :data:`MAX_PROP_VALUES` values of a day).
+An unknown value (a category the user turned off) is stored as ``""``.
+
+Counting IDs: user and package scope IDs are counted by their hash, the two
+scopes apart (they cannot be linked, so a person seen under both counts
+twice); every anonymous-scope run counts as one ID of its own.
+
+:func:`refresh_dirty_days` recomputes the days that ingest or deletion
+marked in ``dirty_days`` from the raw records, then clears the marks.
+Retention never marks a day, so its rollups survive the raw records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ALL_VERSIONS",
+    "MAX_PROP_VALUES",
+    "ROLLUP_DDL",
+    "Sketch",
+    "bucket_of",
+    "bucket_value",
+    "compute_day",
+    "refresh_dirty_days",
+]
+
+#: The pseudo-version under which the cells of all versions together are stored.
+ALL_VERSIONS = "*"
+#: Custom property values kept per (day, version, property); the long tail is dropped.
+MAX_PROP_VALUES = 50
+#: Histogram resolution: buckets per doubling (2 ** (1/8) ≈ 9 % wide).
+BUCKETS_PER_DOUBLING = 8
+#: HyperLogLog precision: 2 ** 10 registers, about 3.25 % standard error.
+SKETCH_BITS = 10
+SKETCH_REGISTERS = 1 << SKETCH_BITS
+
+# Rows per INSERT statement (9 columns x 200 stays far below every placeholder limit).
+_INSERT_CHUNK = 200
+_CELLS_COLUMNS = "package_id, version, day, dimension, value, runs, exits, failures, distinct_ids"
+
+ROLLUP_DDL: dict[str, list[str]] = {
+    "sqlite": [
+        """CREATE TABLE IF NOT EXISTS rollup_cells (
+            package_id INTEGER NOT NULL,
+            version TEXT NOT NULL,
+            day TEXT NOT NULL,
+            dimension TEXT NOT NULL,
+            value TEXT NOT NULL,
+            runs INTEGER NOT NULL,
+            exits INTEGER NOT NULL,
+            failures INTEGER NOT NULL,
+            distinct_ids INTEGER NOT NULL,
+            PRIMARY KEY (package_id, version, day, dimension, value)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS rollup_sketches (
+            package_id INTEGER NOT NULL,
+            version TEXT NOT NULL,
+            day TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            sketch BLOB NOT NULL,
+            PRIMARY KEY (package_id, version, day, scope)
+        ) WITHOUT ROWID""",
+    ],
+    "postgresql": [
+        """CREATE TABLE IF NOT EXISTS rollup_cells (
+            package_id BIGINT NOT NULL,
+            version TEXT NOT NULL,
+            day TEXT NOT NULL,
+            dimension TEXT NOT NULL,
+            value TEXT NOT NULL,
+            runs BIGINT NOT NULL,
+            exits BIGINT NOT NULL,
+            failures BIGINT NOT NULL,
+            distinct_ids BIGINT NOT NULL,
+            PRIMARY KEY (package_id, version, day, dimension, value)
+        )""",
+        """CREATE TABLE IF NOT EXISTS rollup_sketches (
+            package_id BIGINT NOT NULL,
+            version TEXT NOT NULL,
+            day TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            sketch BYTEA NOT NULL,
+            PRIMARY KEY (package_id, version, day, scope)
+        )""",
+    ],
+}
+
+# The raw columns one day's refresh reads, in this order.
+RAW_COLUMNS = (
+    "uid_hash, scope, version, exit_code, duration_ms, peak_rss_kib, os, arch, python, "
+    "implementation, country, region, timezone, props"
+)
+
+# Dimensions copied straight from a raw column (index into a RAW_COLUMNS row).
+_PLAIN_DIMENSIONS = (
+    ("os", 6),
+    ("arch", 7),
+    ("implementation", 9),
+    ("country", 10),
+    ("region", 11),
+    ("timezone", 12),
+)
+
+
+def bucket_of(amount: int) -> int:
+    """Return the log-scale histogram bucket of a duration or memory figure.
+
+    Bucket 0 holds 0; bucket ``b ≥ 1`` holds ``[2**((b-1)/8), 2**(b/8))``.
+
+    >>> bucket_of(0), bucket_of(1), bucket_of(1000)
+    (0, 1, 80)
+    """
+    if amount < 1:
+        return 0
+    return int(math.log2(amount) * BUCKETS_PER_DOUBLING) + 1
+
+
+def bucket_value(bucket: int) -> float:
+    """Return the value a bucket stands for (its geometric middle).
+
+    >>> round(bucket_value(80))
+    981
+    """
+    if bucket <= 0:
+        return 0.0
+    return 2.0 ** ((bucket - 0.5) / BUCKETS_PER_DOUBLING)
+
+
+@dataclass
+class Sketch:
+    """A HyperLogLog sketch of pseudonymous IDs, mergeable across days.
+
+    >>> sketch = Sketch()
+    >>> for uid_hash in ("a", "b", "c", "a"):
+    ...     sketch.add(uid_hash)
+    >>> sketch.estimate()
+    3
+    """
+
+    registers: bytearray = field(default_factory=lambda: bytearray(SKETCH_REGISTERS))
+
+    def add(self, uid_hash: str) -> None:
+        """Count one ID (any string; it is hashed again so its format does not matter)."""
+        import hashlib
+
+        hashed = int.from_bytes(hashlib.blake2b(uid_hash.encode(), digest_size=8).digest(), "big")
+        index = hashed >> (64 - SKETCH_BITS)
+        rest_bits = 64 - SKETCH_BITS
+        rest = hashed & ((1 << rest_bits) - 1)
+        rank = rest_bits - rest.bit_length() + 1
+        if rank > self.registers[index]:
+            self.registers[index] = rank
+
+    def merge(self, other: bytes) -> None:
+        """Fold another sketch's registers into this one."""
+        if len(other) != SKETCH_REGISTERS:
+            return  # a sketch of another precision: skip it rather than fail the page
+        self.registers = bytearray(map(max, self.registers, other))
+
+    def estimate(self) -> int:
+        """Return the estimated number of distinct IDs added."""
+        registers = self.registers
+        empty = registers.count(0)
+        if empty == SKETCH_REGISTERS:
+            return 0
+        harmonic = sum(2.0**-rank for rank in registers)
+        alpha = 0.7213 / (1 + 1.079 / SKETCH_REGISTERS)
+        raw = alpha * SKETCH_REGISTERS * SKETCH_REGISTERS / harmonic
+        if raw <= 2.5 * SKETCH_REGISTERS and empty:
+            # Linear counting: near-exact while most registers are empty.
+            return round(SKETCH_REGISTERS * math.log(SKETCH_REGISTERS / empty))
+        return round(raw)
+
+
+@dataclass
+class _Cell:
+    runs: int = 0
+    exits: int = 0
+    failures: int = 0
+    ids: set[object] = field(default_factory=set)
+
+
+@dataclass
+class DayRollup:
+    """One day of one package, folded: cells and sketches ready to insert."""
+
+    cells: dict[tuple[str, str, str], _Cell] = field(default_factory=dict)  # (version, dimension, value)
+    sketches: dict[tuple[str, str], Sketch] = field(default_factory=dict)  # (version, scope)
+
+    def cell_rows(self, package_id: int, day: str) -> Iterator[tuple[Any, ...]]:
+        """Rows for ``rollup_cells``, the long tail of property values dropped."""
+        kept = _kept_property_cells(self.cells)
+        for (version, dimension, value), cell in self.cells.items():
+            if dimension.startswith("prop:") and (version, dimension, value) not in kept:
+                continue
+            yield (package_id, version, day, dimension, value, cell.runs, cell.exits, cell.failures, len(cell.ids))
+
+    def sketch_rows(self, package_id: int, day: str) -> Iterator[tuple[Any, ...]]:
+        """Rows for ``rollup_sketches``."""
+        for (version, scope), sketch in self.sketches.items():
+            yield (package_id, version, day, scope, bytes(sketch.registers))
+
+
+def _kept_property_cells(cells: dict[tuple[str, str, str], _Cell]) -> set[tuple[str, str, str]]:
+    by_property: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for (version, dimension, value), cell in cells.items():
+        if dimension.startswith("prop:"):
+            by_property.setdefault((version, dimension), []).append((cell.runs, value))
+    kept: set[tuple[str, str, str]] = set()
+    for (version, dimension), counted in by_property.items():
+        counted.sort(key=lambda runs_value: (-runs_value[0], runs_value[1]))
+        kept.update((version, dimension, value) for _, value in counted[:MAX_PROP_VALUES])
+    return kept
+
+
+def compute_day(raw_rows: Iterable[Sequence[Any]]) -> DayRollup:
+    """Fold one day's raw records (columns of :data:`RAW_COLUMNS`) into a :class:`DayRollup`.
+
+    >>> rollup = compute_day([("h1", "package", "1.0", 0, 120, 9000, "linux", "x86_64",
+    ...                        "3.12.4", "cpython", "DE", "Western Europe", "Europe/Berlin", None)])
+    >>> rollup.cells[("*", "total", "")].runs
+    1
+    """
+    rollup = DayRollup()
+    for run_number, row in enumerate(raw_rows):
+        _fold_record(rollup, row, run_number)
+    return rollup
+
+
+def _fold_record(rollup: DayRollup, row: Sequence[Any], run_number: int) -> None:
+    uid_hash, scope, version, exit_code = row[0], row[1], row[2] or "", row[3]
+    # Every anonymous run is an ID of its own; the two linkable scopes never mix.
+    identity: object = ("anonymous", run_number) if scope == "anonymous" else (scope, uid_hash)
+    failed = exit_code is not None and exit_code != 0
+    has_exit = exit_code is not None
+    dimensions = list(_dimensions_of(row))
+    for version_key in (ALL_VERSIONS, version):
+        for dimension, value in dimensions:
+            if dimension == "version" and version_key != ALL_VERSIONS:
+                continue
+            cell = rollup.cells.get((version_key, dimension, value))
+            if cell is None:
+                cell = rollup.cells[(version_key, dimension, value)] = _Cell()
+            cell.runs += 1
+            cell.exits += has_exit
+            cell.failures += failed
+            cell.ids.add(identity)
+        if scope in ("user", "package") and uid_hash:
+            sketch = rollup.sketches.get((version_key, scope))
+            if sketch is None:
+                sketch = rollup.sketches[(version_key, scope)] = Sketch()
+            sketch.add(uid_hash)
+
+
+def _dimensions_of(row: Sequence[Any]) -> Iterator[tuple[str, str]]:
+    yield "total", ""
+    yield "scope", row[1] or ""
+    yield "version", row[2] or ""
+    yield "python", _python_minor(row[8])
+    for dimension, column in _PLAIN_DIMENSIONS:
+        yield dimension, row[column] or ""
+    if row[4] is not None:
+        yield "duration", str(bucket_of(int(row[4])))
+    if row[5] is not None:
+        yield "rss", str(bucket_of(int(row[5])))
+    yield from _property_cells(row[13])
+
+
+def _python_minor(python: str | None) -> str:
+    if not python:
+        return ""
+    return ".".join(python.split(".")[:2])
+
+
+def _property_cells(props: object) -> Iterator[tuple[str, str]]:
+    if props is None or props == "":
+        return
+    if isinstance(props, str):
+        import json
+
+        try:
+            props = json.loads(props)
+        except ValueError:
+            return  # ingest validated it; a broken row must not break the dashboard
+    if not isinstance(props, dict):
+        return
+    for name, value in props.items():
+        yield f"prop:{name}", _property_text(value)
+
+
+def _property_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def refresh_dirty_days(storage: Any, package_id: int) -> int:
+    """Recompute the rollups of every day ``dirty_days`` marks for a package; return how many.
+
+    Each day is one transaction: the mark is removed first, then the raw
+    records are read, so a record ingested meanwhile either is read here or
+    marks the day again for the next refresh — never lost.
+    """
+    days = [_day_text(row[0]) for row in storage.read("SELECT day FROM dirty_days WHERE package_id = ?", (package_id,))]
+    for day in sorted(days):
+        refresh_day(storage, package_id, day)
+    return len(days)
+
+
+def refresh_day(storage: Any, package_id: int, day: str) -> None:
+    """Recompute one (package, day) from its raw records."""
+    with storage.transaction() as transaction:
+        transaction.execute("DELETE FROM dirty_days WHERE package_id = ? AND day = ?", (package_id, day))
+        raw_rows = _fetch(
+            transaction,
+            f"SELECT {RAW_COLUMNS} FROM records WHERE package_id = ? AND day = ?",
+            (package_id, day),
+        )
+        rollup = compute_day(raw_rows)
+        transaction.execute("DELETE FROM rollup_cells WHERE package_id = ? AND day = ?", (package_id, day))
+        transaction.execute("DELETE FROM rollup_sketches WHERE package_id = ? AND day = ?", (package_id, day))
+        _insert_many(transaction, f"rollup_cells ({_CELLS_COLUMNS})", list(rollup.cell_rows(package_id, day)))
+        _insert_many(transaction, "rollup_sketches (package_id, version, day, scope, sketch)",
+                     list(rollup.sketch_rows(package_id, day)))
+
+
+def _fetch(transaction: Any, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+    result = transaction.execute(sql, params)
+    return list(result.fetchall() if hasattr(result, "fetchall") else result)
+
+
+def _insert_many(transaction: Any, table_and_columns: str, rows: list[tuple[Any, ...]]) -> None:
+    # Multi-row VALUES: one round trip per chunk on PostgreSQL, valid SQL on both.
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[start : start + _INSERT_CHUNK]
+        placeholders = "(" + ", ".join("?" * len(chunk[0])) + ")"
+        sql = f"INSERT INTO {table_and_columns} VALUES " + ", ".join([placeholders] * len(chunk))
+        transaction.execute(sql, [value for row in chunk for value in row])
+
+
+def _day_text(day: object) -> str:
+    # SQLite keeps 'YYYY-MM-DD' text; PostgreSQL answers datetime.date.
+    return day if isinstance(day, str) else day.isoformat()  # type: ignore[attr-defined]
