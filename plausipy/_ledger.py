@@ -55,6 +55,7 @@ __all__ = [
     "LedgerError",
     "LedgerRow",
     "backoff_seconds",
+    "spooled_records",
 ]
 
 STATUSES = ("queued", "sent", "rejected", "expired", "deleted")
@@ -199,36 +200,14 @@ class Ledger:
     :meth:`problems` says so afterwards.
     """
 
-    def __init__(self, connection: sqlite3.Connection, path: str) -> None:
-        self._connection = connection
-        self.path = path
-
-    # -- opening -----------------------------------------------------------------
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path or _paths.ledger_file()
+        self._connection = _open_or_recover(self)
 
     @classmethod
     def open(cls, path: str | None = None) -> Ledger:
-        """Open (creating or migrating) the ledger; recover from a corrupt file."""
-        path = path or _paths.ledger_file()
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        try:
-            return cls(_connect(path), path)
-        except _NewerSchema as exc:
-            # Written by a newer plausipy: leave it for that version rather than guess.
-            raise LedgerError(str(exc)) from exc
-        except sqlite3.OperationalError as exc:
-            # "locked" or "unable to open" is not corruption: only a file we may not read is moved aside.
-            if not os.path.exists(path) or os.access(path, os.R_OK | os.W_OK):
-                raise LedgerError(f"cannot open the ledger at {path}: {exc}") from exc
-            reason = f"not readable and writable ({exc})"
-        except sqlite3.DatabaseError as exc:
-            reason = f"not a readable ledger ({exc})"
-        moved_to = _move_aside(path)
-        try:
-            ledger = cls(_connect(path), path)
-        except sqlite3.Error as exc:
-            raise LedgerError(f"cannot open the ledger at {path}: {exc}") from exc
-        ledger.note_problem(f"the ledger was {reason}; moved it to {moved_to} and started a fresh one")
-        return ledger
+        """Open (creating or migrating) the ledger; the same as ``Ledger(path)``."""
+        return cls(path)
 
     def close(self) -> None:
         """Close the connection."""
@@ -410,13 +389,16 @@ class Ledger:
         return _ledger_row(row) if row is not None else None
 
     def counts(self) -> dict[str, int]:
-        """How many records have each status, plus ``problems`` (local state problems noted)."""
+        """How many records have each status, plus ``problems`` when local state had some (see :attr:`problems`)."""
         counts = dict.fromkeys(STATUSES, 0)
         for status, number in self._connection.execute("SELECT status, count(*) FROM records GROUP BY status"):
             counts[status] = number
-        counts["problems"] = self._connection.execute("SELECT count(*) FROM problems").fetchone()[0]
+        problems = self._connection.execute("SELECT count(*) FROM problems").fetchone()[0]
+        if problems:
+            counts["problems"] = problems
         return counts
 
+    @property
     def problems(self) -> list[str]:
         """Problems with local state, oldest first, each with its time."""
         return [
@@ -450,6 +432,35 @@ class Ledger:
         except OSError as exc:
             why += f"; could not move it aside ({exc})"
         self.note_problem(f"spool file {os.path.basename(path)}: {why}; moved to spool/corrupt/")
+
+
+def _open_or_recover(ledger: Ledger) -> sqlite3.Connection:
+    """Connect to ``ledger.path``; move a corrupt or unreadable file aside and start afresh."""
+    path = ledger.path
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    try:
+        return _connect(path)
+    except _NewerSchema as exc:
+        # Written by a newer plausipy: leave it for that version rather than guess.
+        raise LedgerError(str(exc)) from exc
+    except sqlite3.OperationalError as exc:
+        # "locked" or "unable to open" is not corruption: only a file we may not read is moved aside.
+        if not os.path.exists(path) or os.access(path, os.R_OK | os.W_OK):
+            raise LedgerError(f"cannot open the ledger at {path}: {exc}") from exc
+        reason = f"not readable and writable ({exc})"
+    except sqlite3.DatabaseError as exc:
+        reason = f"not a readable ledger ({exc})"
+    moved_to = _move_aside(path)
+    try:
+        connection = _connect(path)
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot open the ledger at {path}: {exc}") from exc
+    with connection:
+        connection.execute(
+            "INSERT INTO problems (at, message) VALUES (?, ?)",
+            (time.time(), f"the ledger was {reason}; moved it to {moved_to} and started a fresh one"),
+        )
+    return connection
 
 
 _ROW_COLUMNS = (
@@ -549,3 +560,25 @@ def _unlink_quietly(path: str) -> None:
 
 def _iso(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def spooled_records(secret: bytes, directory: str | None = None) -> list[LedgerRow]:
+    """Records still in the spool, not yet moved into the ledger, shown as ``queued``.
+
+    Read-only: the sender alone moves spool files. Unreadable files are skipped
+    (the sender quarantines them).
+    """
+    from plausipy._record import finalize_record
+
+    rows: list[LedgerRow] = []
+    for _path, raws in _spool.iter_spool(directory):
+        for raw in raws or ():
+            try:
+                run_id, package, version, endpoint, key, created, _raw, body = _row_values(raw, finalize_record(raw, secret))
+            except (KeyError, TypeError, ValueError):
+                continue
+            rows.append(
+                LedgerRow(str(run_id), str(package), str(version), str(endpoint), str(key), float(created),  # type: ignore[arg-type]
+                          "queued", json.loads(str(body)), error="in the spool, waiting for the sender")  # fmt: skip
+            )
+    return rows
