@@ -165,13 +165,6 @@ def peak_rss_kib() -> int | None:
     return int(peak // 1024 if sys.platform == "darwin" else peak)  # macOS counts bytes
 
 
-def local_timezone() -> str | None:
-    """The IANA name of the local time zone (``TZ``, then ``/etc/localtime``), or None."""
-    from plausipy._location import local_timezone_name
-
-    return local_timezone_name()
-
-
 def build_raw_record(
     *,
     package: str,
@@ -201,7 +194,9 @@ def build_raw_record(
         "duration_ms": max(0, int((now - started) * 1000)),
         "peak_rss_kib": peak_rss_kib(),
         "exit_code": exit_code,
-        "timezone": local_timezone() if "location" in categories else None,
+        # The time zone is looked up by the sender (same machine, same TZ): checking
+        # the name against zone.tab costs about 1 ms that the host should not pay.
+        "timezone": None,
         "props": dict(props),
         "categories": tuple(categories),
     }
@@ -222,10 +217,10 @@ def uid_for(scope: str, package: str, secret: bytes, anonymous_uid: str | None) 
 
 def finalize_record(raw: dict[str, object], secret: bytes) -> dict[str, object]:
     """The wire record (§4) for a raw record, with turned-off categories set to None."""
-    from plausipy._location import location_from_timezone
+    from plausipy._location import local_timezone_name, location_from_timezone
 
     shared = set(raw.get("categories") or ())
-    timezone = raw.get("timezone") if "location" in shared else None
+    timezone = (raw.get("timezone") or local_timezone_name()) if "location" in shared else None
     country, region = location_from_timezone(timezone) if isinstance(timezone, str) else (None, None)
     record: dict[str, object] = {
         "v": SCHEMA_VERSION,
