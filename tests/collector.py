@@ -13,6 +13,8 @@ request. ``mode`` chooses how it answers ``POST /api/v1/records``:
 ``hang``         reads the request and never answers (until :meth:`stop`)
 =============== =====================================================
 
+In ``accept`` mode a batch holding a ``run_id`` listed in ``poison`` gets
+422, so tests can see one bad record refused without its neighbours.
 ``POST /api/v1/deletions`` is recorded too and answers ``{"deleted": n}``.
 
 >>> collector = RecordingCollector().start()  # doctest: +SKIP
@@ -61,6 +63,7 @@ class RecordingCollector:
         self.records: list[dict[str, object]] = []
         self.deletions: list[dict[str, object]] = []
         self.duplicates = 0
+        self.poison: set[str] = set()
         self._seen: set[tuple[str | None, object]] = set()
         self._lock = threading.Lock()
         self._release_hung = threading.Event()
@@ -105,6 +108,27 @@ class RecordingCollector:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def reset(self) -> None:
+        """Forget every request and record; back to ``accept``."""
+        with self._lock:
+            self.mode = "accept"
+            self.requests.clear()
+            self.records.clear()
+            self.deletions.clear()
+            self.poison.clear()
+            self.duplicates = 0
+            self._seen.clear()
+
+    def sent_run_ids(self) -> list[str]:
+        """The ``run_id`` of every record in every request to ``/api/v1/records``, whatever the answer."""
+        return [
+            str(record.get("run_id"))
+            for request in self.record_requests
+            if isinstance(request.body, dict)
+            for record in request.body.get("records") or []
+            if isinstance(record, dict)
+        ]
 
     def run_ids(self) -> list[str]:
         """The ``run_id`` of every accepted record, in arrival order."""
@@ -189,6 +213,10 @@ def _handler_for(collector: RecordingCollector) -> type[BaseHTTPRequestHandler]:
                 records = request.body.get("records") if isinstance(request.body, dict) else None
                 if not isinstance(records, list):
                     self._answer(400, {"error": "body must be {\"records\": [...]}"})
+                    return
+                poisoned = [str(record.get("run_id")) for record in records if isinstance(record, dict) and record.get("run_id") in collector.poison]
+                if poisoned:
+                    self._answer(422, {"error": f"record {poisoned[0]}: {collector.reject_message}"})
                     return
                 accepted, duplicates = collector._accept(request.key, records)
                 self._answer(202, {"accepted": accepted, "duplicates": duplicates})
