@@ -1,0 +1,334 @@
+"""Where the collector keeps its tables: one small interface, two backends.
+
+Every write goes through :meth:`Storage.transaction`, so transactions, the
+SQLite "database is locked" wait and the translation of an unavailable
+database into :class:`~plausipy.server._errors.ServiceUnavailable` (503 with
+Retry-After) live here and nowhere else. SQL is written once with ``?``
+placeholders; the PostgreSQL backend turns them into ``%s`` for psycopg::
+
+    storage = open_storage("sqlite:////tmp/collector.sqlite3")
+    with storage.transaction() as tx:
+        tx.execute("INSERT INTO dirty_days (package_id, day) VALUES (?, ?)", (1, "2026-01-02"))
+    storage.read("SELECT COUNT(*) FROM dirty_days")   # -> [(1,)]
+
+Timestamps are ISO-8601 UTC text in SQLite (``2026-01-02T03:00:00Z``) and
+``timestamptz`` in PostgreSQL; both accept the same text as a parameter.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from plausipy.server._errors import ServiceUnavailable
+
+__all__ = [
+    "PostgresStorage",
+    "SQLiteStorage",
+    "Storage",
+    "Transaction",
+    "default_database_url",
+    "open_storage",
+    "utc_now_text",
+]
+
+Params = Sequence[Any]
+
+#: How long an SQLite writer waits for the lock before the request gets a 503.
+DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def utc_now_text() -> str:
+    """The current UTC time as stored: ``2026-01-02T03:04:05Z``."""
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def default_database_url() -> str:
+    """``sqlite:////home/me/.local/share/plausipy/collector.sqlite3``: the default collector database."""
+    from plausipy._paths import data_dir
+
+    return "sqlite:///" + os.path.join(data_dir(), "collector.sqlite3")
+
+
+class Cursor(Protocol):
+    """What :meth:`Transaction.execute` returns (a DB-API cursor)."""
+
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class Transaction(Protocol):
+    """One open transaction; ``execute`` takes ``?`` placeholders on every backend."""
+
+    def execute(self, sql: str, params: Params = ()) -> Cursor: ...
+
+
+class Storage(Protocol):
+    """The collector's database, whatever the backend."""
+
+    dialect: str
+
+    def read(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """Run one read-only statement and return all rows."""
+        ...
+
+    def transaction(self) -> Any:
+        """A context manager yielding a :class:`Transaction`; commits on success."""
+        ...
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        ...
+
+
+class _Pool:
+    """A tiny thread-safe pool: connections are made on demand and reused LIFO."""
+
+    def __init__(self, connect: Callable[[], Any], is_usable: Callable[[Any], bool]) -> None:
+        self._connect = connect
+        self._is_usable = is_usable
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def acquire(self) -> Any:
+        while True:
+            try:
+                connection = self._idle.get_nowait()
+            except queue.Empty:
+                connection = self._connect()
+                with self._lock:
+                    self._all.append(connection)
+                return connection
+            if self._is_usable(connection):
+                return connection
+            self.discard(connection)
+
+    def release(self, connection: Any) -> None:
+        self._idle.put(connection)
+
+    def discard(self, connection: Any) -> None:
+        with self._lock:
+            if connection in self._all:
+                self._all.remove(connection)
+        try:
+            connection.close()
+        except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is gone either way
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._all = self._all, []
+        for connection in connections:
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _sqlite_path(database_url: str) -> str:
+    """``sqlite:////abs/c.db`` -> ``/abs/c.db``; ``sqlite:///rel.db`` -> ``rel.db``; a bare path as is."""
+    if database_url.startswith("sqlite:///"):
+        return database_url[len("sqlite:///") :]
+    if database_url.startswith("sqlite://"):
+        return database_url[len("sqlite://") :]
+    return database_url
+
+
+class _SQLiteTransaction:
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def execute(self, sql: str, params: Params = ()) -> Cursor:
+        return self._connection.execute(sql, params)  # type: ignore[no-any-return]
+
+
+class SQLiteStorage:
+    """The default backend: one SQLite file in WAL mode, shared by all threads and workers."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str, *, busy_timeout_ms: int = DEFAULT_SQLITE_BUSY_TIMEOUT_MS) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        self._pool = _Pool(self._connect, lambda connection: True)
+
+    def _connect(self) -> Any:
+        import sqlite3
+
+        try:
+            connection = sqlite3.connect(
+                self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+            )
+            connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            # WAL lets readers (the dashboard) run while a batch is written;
+            # NORMAL sync is durable across application crashes in WAL mode.
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.OperationalError as exc:
+            raise ServiceUnavailable(f"the database is unavailable ({exc})", retry_after=1) from exc
+        return connection
+
+    def read(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        import sqlite3
+
+        connection = self._pool.acquire()
+        try:
+            rows = connection.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            self._pool.release(connection)
+            raise _sqlite_unavailable(exc) from exc
+        self._pool.release(connection)
+        return rows  # type: ignore[no-any-return]
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SQLiteTransaction]:
+        import sqlite3
+
+        connection = self._pool.acquire()
+        try:
+            # IMMEDIATE takes the write lock up front, so two writers never
+            # deadlock upgrading a read lock; busy_timeout is the retry loop.
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            self._pool.release(connection)
+            raise _sqlite_unavailable(exc) from exc
+        try:
+            yield _SQLiteTransaction(connection)
+            connection.execute("COMMIT")
+        except BaseException as exc:
+            _rollback_quietly(connection)
+            self._pool.release(connection)
+            if isinstance(exc, sqlite3.OperationalError) and _is_sqlite_unavailable(exc):
+                raise _sqlite_unavailable(exc) from exc
+            raise
+        self._pool.release(connection)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _rollback_quietly(connection: Any) -> None:
+    try:
+        connection.execute("ROLLBACK")
+    except Exception:  # noqa: BLE001 - nothing to roll back, or the connection is gone
+        pass
+
+
+def _is_sqlite_unavailable(exc: Exception) -> bool:
+    message = str(exc).lower()
+    return any(word in message for word in ("locked", "busy", "disk i/o", "unable to open", "readonly"))
+
+
+def _sqlite_unavailable(exc: Exception) -> ServiceUnavailable:
+    if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+        return ServiceUnavailable("the database is busy; retry shortly", retry_after=1)
+    return ServiceUnavailable(f"the database is unavailable ({exc})", retry_after=5)
+
+
+def _to_psycopg(sql: str, cache: dict[str, str]) -> str:
+    translated = cache.get(sql)
+    if translated is None:
+        translated = sql.replace("%", "%%").replace("?", "%s")
+        cache[sql] = translated
+    return translated
+
+
+class _PostgresTransaction:
+    def __init__(self, connection: Any, cache: dict[str, str]) -> None:
+        self._connection = connection
+        self._cache = cache
+
+    def execute(self, sql: str, params: Params = ()) -> Cursor:
+        return self._connection.execute(_to_psycopg(sql, self._cache), params)  # type: ignore[no-any-return]
+
+
+class PostgresStorage:
+    """The production backend: PostgreSQL through psycopg 3, shared by stateless workers."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, connect_timeout_s: int = 5) -> None:
+        self.url = url
+        self.connect_timeout_s = connect_timeout_s
+        self._translations: dict[str, str] = {}
+        self._pool = _Pool(self._connect, lambda connection: not (connection.closed or connection.broken))
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        try:
+            # autocommit: transaction() says BEGIN/COMMIT itself, like SQLite.
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=self.connect_timeout_s)
+        except psycopg.OperationalError as exc:
+            raise ServiceUnavailable("the database is unreachable; retry shortly", retry_after=2) from exc
+
+    def read(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        connection = self._pool.acquire()
+        try:
+            rows = connection.execute(_to_psycopg(sql, self._translations), params).fetchall()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._pool.discard(connection)
+            raise ServiceUnavailable("the database is unavailable; retry shortly", retry_after=2) from exc
+        except BaseException:
+            self._pool.release(connection)
+            raise
+        self._pool.release(connection)
+        return rows  # type: ignore[no-any-return]
+
+    @contextmanager
+    def transaction(self) -> Iterator[_PostgresTransaction]:
+        import psycopg
+
+        connection = self._pool.acquire()
+        try:
+            connection.execute("BEGIN")
+            yield _PostgresTransaction(connection, self._translations)
+            connection.execute("COMMIT")
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            # Covers a restart mid-batch: the transaction never committed, so
+            # nothing of the batch is stored; the client retries later.
+            self._pool.discard(connection)
+            if isinstance(exc, psycopg.errors.QueryCanceled):
+                raise ServiceUnavailable("the database is slow; retry shortly", retry_after=5) from exc
+            raise ServiceUnavailable("the database is unavailable; retry shortly", retry_after=2) from exc
+        except BaseException:
+            if connection.broken or connection.closed:
+                self._pool.discard(connection)
+            else:
+                _rollback_quietly(connection)
+                self._pool.release(connection)
+            raise
+        self._pool.release(connection)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def open_storage(database_url: str | None = None, *, sqlite_busy_timeout_ms: int | None = None) -> Storage:
+    """The backend for a URL: ``postgresql://…`` or ``sqlite:///path`` (default: the user data dir).
+
+    >>> open_storage("sqlite:////tmp/collector.sqlite3").dialect
+    'sqlite'
+    """
+    url = database_url or default_database_url()
+    if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        return PostgresStorage(url.replace("postgresql+psycopg://", "postgresql://", 1))
+    if "://" in url and not url.startswith("sqlite:"):
+        raise ValueError(f"unsupported database URL scheme: {url.split('://', 1)[0]!r} (use sqlite:/// or postgresql://)")
+    return SQLiteStorage(
+        _sqlite_path(url), busy_timeout_ms=sqlite_busy_timeout_ms or DEFAULT_SQLITE_BUSY_TIMEOUT_MS
+    )
