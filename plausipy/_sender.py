@@ -56,10 +56,14 @@ def main() -> int:
             # Whoever spooled while the lock was held saw it taken and started no sender.
             if time.monotonic() >= deadline or not _spool.spool_files():
                 break
-    except Exception:
+    except Exception as exc:
         import traceback
 
+        from plausipy._bootstrap import remember_problem
+
         _debug("sender failed:\n" + traceback.format_exc())
+        # The records stay in the spool or the ledger; `plausipy status` says why they wait.
+        remember_problem("sender", exc)
         return 1
     return 0
 
@@ -104,7 +108,7 @@ def _arm_hard_stop(seconds: int) -> None:
 
 
 def _debug(message: str) -> None:
-    if os.environ.get("PLAUSIPY_DEBUG", "") in ("", "0", "false", "False"):
+    if os.environ.get("PLAUSIPY_DEBUG", "").strip().lower() in ("", "0", "false", "no", "off"):
         return
     try:
         path = os.path.join(_paths.data_dir(), "sender.log")

@@ -323,3 +323,20 @@ def test_the_wire_body_holds_exactly_the_schema_fields(home: Path, collector: Re
     (request,) = collector.record_requests
     (body,) = json.loads(request.raw)["records"]
     assert tuple(body) == WIRE_FIELDS
+
+
+def test_a_sender_that_cannot_open_the_ledger_keeps_the_spool_and_says_why(home: Path, collector: RecordingCollector) -> None:
+    import sqlite3
+
+    data = home / "data"
+    data.mkdir()
+    with sqlite3.connect(data / "ledger.sqlite3") as connection:
+        connection.execute("PRAGMA user_version = 99")  # written by a newer plausipy: left alone
+    connection.close()
+    _spool.write_spool([raw_record(collector.url)])
+
+    result = run_sender()
+
+    assert (result.stdout, result.stderr) == (b"", b"")
+    assert len(_spool.spool_files()) == 1 and collector.requests == []
+    assert "sender\tLedgerError: ledger schema 99 is newer" in (data / "problems.log").read_text()
