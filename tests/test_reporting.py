@@ -67,10 +67,10 @@ def test_allow_delivers_one_record_per_package(venv, home, fresh_collector):
         assert record["duration_ms"] >= 0 and record["peak_rss_kib"] > 1000
     # Different keys never travel in one request.
     for request in fresh_collector.requests:
-        if request["path"] == "/api/v1/records":
-            packages = {r["package"] for r in request["body"]["records"]}
+        if request.path == "/api/v1/records":
+            packages = {r["package"] for r in request.body["records"]}
             assert len(packages) == 1
-            assert request["headers"]["Authorization"] == f"Bearer {KEYS[packages.pop()]}"
+            assert request.headers.get("authorization") == f"Bearer {KEYS[packages.pop()]}"
 
 
 def test_deny_collects_nothing(venv, home, fresh_collector):
@@ -423,13 +423,13 @@ def test_no_personal_canary_in_any_byte_sent(venv, home, fresh_collector):
     assert result.returncode == 0, result.stderr
     wait_records(fresh_collector, 3)
     flush(venv, home)
-    sent = b"".join(request["raw"] for request in fresh_collector.requests)
+    sent = b"".join(request.raw for request in fresh_collector.requests)
     canaries = {"CanaryDirXYZ", "CanaryArgv0815", env_canary, "CanaryUserName", str(home), socket.gethostname(), getpass.getuser()}
     for canary in canaries:
         if canary and len(canary) > 3:
             assert canary.encode() not in sent, canary
     for request in fresh_collector.requests:
-        for record in request["body"].get("records", []):
+        for record in request.body.get("records", []):
             assert set(record) <= {
                 "v", "run_id", "scope", "uid", "package", "version", "role", "hour", "duration_ms", "peak_rss_kib",
                 "exit_code", "os", "arch", "python", "implementation", "country", "region", "timezone", "props",
