@@ -43,9 +43,18 @@ def can_ask() -> tuple[bool, str]:
         return False, "running under CI"
     if os.environ.get("PLAUSIPY_NO_DIALOG"):
         return False, "PLAUSIPY_NO_DIALOG is set"
-    if not (_is_terminal(sys.stdin) and _is_terminal(sys.stdout)):
-        return False, "stdin and stdout are not a terminal"
+    if not (_is_terminal(sys.stdin) and _is_terminal(sys.stdout)) and not _controlling_terminal_opens():
+        return False, "no terminal: stdin and stdout are not one and /dev/tty does not open"
     return True, ""
+
+
+def _controlling_terminal_opens() -> bool:
+    # `prog < file`, `prog | less`: the person is still at the terminal, so the dialog uses /dev/tty.
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | getattr(os, "O_NOCTTY", 0)))
+    except OSError:
+        return False
+    return True
 
 
 def resolve(registrations: list, *, at_exit: bool, exit_code: int | None = None) -> None:
