@@ -11,6 +11,8 @@ request. ``mode`` chooses how it answers ``POST /api/v1/records``:
 ``reject``       422 ``{"error": <reject_message>}``
 ``unauthorized`` 401 ``{"error": "unknown key"}``
 ``hang``         reads the request and never answers (until :meth:`stop`)
+``drip``         starts a 202 answer and sends one header line a second,
+                 so no per-read timeout ever fires (until :meth:`stop`)
 =============== =====================================================
 
 In ``accept`` mode a batch holding a ``run_id`` listed in ``poison`` gets
@@ -32,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 __all__ = ["MODES", "RecordingCollector", "RecordedRequest"]
 
-MODES = ("accept", "error500", "throttle", "garbage", "reject", "unauthorized", "hang")
+MODES = ("accept", "error500", "throttle", "garbage", "reject", "unauthorized", "hang", "drip")
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,9 @@ def _handler_for(collector: RecordingCollector) -> type[BaseHTTPRequestHandler]:
                 collector._wait_until_stopped()
                 self.close_connection = True
                 return
+            if mode == "drip":
+                self._drip()
+                return
             if mode == "error500":
                 self._answer(500, {"error": "internal error"})
             elif mode == "throttle":
@@ -220,6 +225,16 @@ def _handler_for(collector: RecordingCollector) -> type[BaseHTTPRequestHandler]:
                     return
                 accepted, duplicates = collector._accept(request.key, records)
                 self._answer(202, {"accepted": accepted, "duplicates": duplicates})
+
+        def _drip(self) -> None:
+            self.close_connection = True
+            try:
+                self.wfile.write(b"HTTP/1.1 202 Accepted\r\n")
+                while not collector._release_hung.wait(1.0):
+                    self.wfile.write(b"X-Still-Thinking: yes\r\n")
+                    self.wfile.flush()
+            except OSError:
+                pass  # the client gave up
 
         def _deletion(self, request: RecordedRequest) -> None:
             body = request.body if isinstance(request.body, dict) else {}

@@ -340,3 +340,19 @@ def test_a_sender_that_cannot_open_the_ledger_keeps_the_spool_and_says_why(home:
     assert (result.stdout, result.stderr) == (b"", b"")
     assert len(_spool.spool_files()) == 1 and collector.requests == []
     assert "sender\tLedgerError: ledger schema 99 is newer" in (data / "problems.log").read_text()
+
+
+def test_a_collector_that_answers_a_byte_at_a_time_meets_the_hard_stop(home: Path, collector: RecordingCollector) -> None:
+    # Every read gets data within a second, so only the sender's own lifetime limit ends this.
+    record = raw_record(collector.url)
+    _spool.write_spool([record])
+    collector.mode = "drip"
+
+    started = time.monotonic()
+    result = run_sender()
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 60  # a generous bound: the sender's own limit is 30 s
+    assert result.stderr == b""
+    assert ledger_statuses() == {record["run_id"]: "queued"}
+    assert sender_idle()

@@ -101,32 +101,16 @@ def entry(entries: list[dict[str, Any]], value: Any) -> dict[str, Any]:
     return matches[0]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def storage(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'collector.sqlite3'}"
     else:
-        url = request.getfixturevalue("fresh_postgres_url")
+        url = request.getfixturevalue("postgres_url")
     opened = open_storage(url)
     migrate(opened)
     yield opened
     opened.close()
-
-
-@pytest.fixture
-def fresh_postgres_url(request: pytest.FixtureRequest) -> str:
-    """An empty database on the session's PostgreSQL (skipped where it cannot run)."""
-    try:
-        postgres_url = request.getfixturevalue("postgres_url")
-    except pytest.FixtureLookupError:
-        pytest.skip("no postgres_url fixture")
-    import psycopg
-
-    name = "summary_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    base, _, _ = postgres_url.rpartition("/")
-    return f"{base}/{name}"
 
 
 def test_a_cell_of_fewer_than_k_ids_is_suppressed_and_k_ids_are_shown(storage: Any) -> None:
