@@ -38,13 +38,11 @@ class LazyGroup(click.Group):
         if entry is None:
             return None
         module_name, attribute, short_help = entry
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            if cmd_name in _NEEDS_SERVER_EXTRA:
-                return _missing_extra_command(cmd_name, short_help, exc)
-            raise
-        return getattr(module, attribute)
+        if cmd_name in _NEEDS_SERVER_EXTRA:
+            missing = _missing_server_dependency()
+            if missing:
+                return _missing_extra_command(cmd_name, short_help, missing)
+        return getattr(importlib.import_module(module_name), attribute)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Help text from the table, so `plausipy --help` imports no subcommand.
@@ -54,12 +52,28 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-def _missing_extra_command(name: str, short_help: str, error: ImportError) -> click.Command:
+#: What `pip install 'plausipy[server]'` brings that the server cannot start without.
+_SERVER_MODULES = ("fastapi", "uvicorn", "jinja2", "argon2", "multipart")
+
+
+def _missing_server_dependency() -> str | None:
+    import importlib.util
+
+    for name in _SERVER_MODULES:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):
+            return name
+    return None
+
+
+def _missing_extra_command(name: str, short_help: str, missing: str) -> click.Command:
     @click.command(name=name, help=short_help, context_settings={"ignore_unknown_options": True})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def missing(args: tuple[str, ...]) -> None:
         raise click.ClickException(
-            f"`plausipy {name}` needs the collector's dependencies ({error.name or error}).\n"
+            f"`plausipy {name}` needs the collector's dependencies ({missing} is not installed).\n"
             "Install them with:  pip install 'plausipy[server]'"
         )
 
