@@ -457,3 +457,50 @@ def test_data_list_shows_what_was_sent(venv, home, fresh_collector):
     assert row["run_id"] == sent["run_id"] and row["status"] == "sent" and row["package"] == "acmelib"
     shown = json.loads(venv.plausipy(["data", "show", sent["run_id"], "--json"], home).stdout)
     assert json.dumps(sent, sort_keys=True) in json.dumps(shown, sort_keys=True) or shown.get("body") == sent
+
+
+def test_disable_stops_collection_in_this_process(venv, home, fresh_collector):
+    allow(venv, home)
+    program = write_program(home, "app.py", "import acmelib, plausipy\nplausipy.disable()\nimport betalib\n")
+    result = venv.run([program], home)
+    assert (result.returncode, result.stderr) == (0, "")
+    flush(venv, home)
+    assert fresh_collector.records == []
+
+
+def test_missing_home_never_reaches_the_program(venv, home, fresh_collector):
+    # No HOME and no PLAUSIPY_HOME: the XDG variables still place the state.
+    env = venv.env(home)
+    for name in ("HOME", "PLAUSIPY_HOME"):
+        env.pop(name)
+    env.update(XDG_CONFIG_HOME=str(home / "xdg-config"), XDG_DATA_HOME=str(home / "xdg-data"), XDG_CACHE_HOME=str(home / "xdg-cache"))
+    program = write_program(home, "app.py", USES_ACME)
+    result = subprocess.run([venv.python, program], env=env, capture_output=True, text=True, cwd=str(home))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "hello from the program\n", "")
+    allowed = subprocess.run([venv.python, "-m", "plausipy", "policy", "allow"], env=env, capture_output=True, text=True)
+    assert allowed.returncode == 0, allowed.stderr
+    assert (home / "xdg-config" / "plausipy" / "policy.toml").exists()
+    result = subprocess.run([venv.python, program], env=env, capture_output=True, text=True, cwd=str(home))
+    assert (result.returncode, result.stderr) == (0, "")
+    assert len(wait_records(fresh_collector, 1)) == 1
+
+
+def test_app_without_a_terminal_neither_asks_nor_blocks(venv, home, fresh_collector):
+    program = write_program(
+        home,
+        "app.py",
+        f"import plausipy\nplausipy.app(key='App00000000000000000000000000001', name='acme-cli', endpoint={fresh_collector.url!r})\nprint('ran')\n",
+    )
+    result = venv.run([program], home, input=None)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ran\n", "")
+    flush(venv, home)
+    assert fresh_collector.records == []
+
+
+def test_debug_shows_each_record_before_it_is_queued(venv, home, fresh_collector):
+    allow(venv, home)
+    result = venv.run([write_program(home, "app.py", USES_ACME)], home, PLAUSIPY_DEBUG="1")
+    assert result.returncode == 0
+    assert "plausipy: queued for" in result.stderr and '"package": "acmelib"' in result.stderr
+    (record,) = wait_records(fresh_collector, 1)
+    assert record["run_id"] in result.stderr
