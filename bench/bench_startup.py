@@ -1,0 +1,118 @@
+"""Start-up cost of the hook: ``python -c pass`` CPU time in three layouts (DESIGN.md §3).
+
+    installed  plausipy and a key-declaring library; the watcher goes on sys.meta_path
+    bare       the same venv contents with plausipy.pth and plausipy.start moved away
+    empty      the hook files in place, plausipy's modules empty (``def start(): pass``)
+
+Figures: the bootstrap's own work = installed − empty (target ≤ 0.3 ms), and the
+whole cost over a bare start = installed − bare (target ≤ 1.2 ms), with and without
+plausipy's .pyc files, per interpreter. Also prints ``-X importtime`` lines of plausipy.
+
+    .venv/bin/python bench/bench_startup.py --rounds 200 --python 3.10 --python 3.13
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness as harness  # noqa: E402
+
+OWN_WORK_TARGET_MS = 0.3
+TOTAL_TARGET_MS = 1.2
+
+
+def run(workspace: harness.Workspace, pythons: dict[str, str], rounds: int) -> list[str]:
+    """Measure every interpreter in both .pyc modes; print the table; return the summary lines."""
+    rows: list[list[str]] = []
+    summary: list[str] = []
+    for minor, python in pythons.items():
+        layouts = workspace.layouts(python)
+        home = workspace.home(f"startup-{minor}")
+        env = workspace.env(home)
+        _check_watcher_installed(layouts, env, workspace.cwd)
+        for with_pyc in (True, False):
+            row, lines = _measure(workspace, layouts, env, minor, with_pyc, rounds)
+            rows.append(row)
+            summary.extend(lines)
+        if minor == next(iter(pythons)):
+            harness.compile_plausipy(layouts.installed)
+            _print_importtime(layouts.installed, env, workspace.cwd, minor)
+    harness.print_table(
+        f"start-up: `python -c pass`, child CPU time, median of {rounds} rotated rounds (ms)",
+        ["python", ".pyc", "bare", "empty", "installed", "layout (empty−bare)", "own work (inst−empty)",
+         "total (inst−bare)", "inst/bare"],
+        rows,
+    )
+    for line in summary:
+        print("  " + line)
+    return summary
+
+
+def _measure(workspace: harness.Workspace, layouts: harness.Layouts, env: dict[str, str], minor: str,
+             with_pyc: bool, rounds: int) -> tuple[list[str], list[str]]:
+    for venv in (layouts.installed, layouts.empty):
+        if with_pyc:
+            harness.compile_plausipy(venv)
+        else:
+            harness.remove_plausipy_pyc(venv)
+    cases = {
+        name: (lambda venv=venv: harness.child_cpu_ms([venv.python, "-c", "pass"], env, workspace.cwd))
+        for name, venv in layouts.all().items()
+    }
+    harness.rotated_runs(cases, 5)  # warm the page cache and the key index cache
+    samples = harness.rotated_runs(cases, rounds)
+    bare, empty, installed = (harness.median(samples[name]) for name in ("bare", "empty", "installed"))
+    own = harness.paired_median_difference(samples["installed"], samples["empty"])
+    total = harness.paired_median_difference(samples["installed"], samples["bare"])
+    layout = harness.paired_median_difference(samples["empty"], samples["bare"])
+    pyc = "with" if with_pyc else "without"
+    row = [minor, pyc, f"{bare:.2f}", f"{empty:.2f}", f"{installed:.2f}", f"{layout:+.2f}", f"{own:+.2f}",
+           f"{total:+.2f}", f"{installed / bare:.3f}"]
+    lines = [
+        f"start-up {minor} {pyc} .pyc: own work {own:+.2f} ms {harness.verdict(own, OWN_WORK_TARGET_MS, 'ms')}; "
+        f"total {total:+.2f} ms {harness.verdict(total, TOTAL_TARGET_MS, 'ms')}",
+    ]
+    return row, lines
+
+
+def _check_watcher_installed(layouts: harness.Layouts, env: dict[str, str], cwd: Path) -> None:
+    # A benchmark of a hook that stepped aside would flatter us: make sure it did its work.
+    probe = "import sys; print(type(sys.meta_path[0]).__name__)"
+    found = subprocess.run([layouts.installed.python, "-c", probe], env=env, cwd=cwd,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    if found != "_Watcher":
+        raise SystemExit(f"the watcher is not at sys.meta_path[0] in the installed layout (found {found})")
+    found = subprocess.run([layouts.bare.python, "-c", "import sys; print('plausipy' in sys.modules)"],
+                           env=env, cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+    if found != "False":
+        raise SystemExit("plausipy is imported in the bare layout: the hook files were not moved away")
+
+
+def _print_importtime(venv: harness.Venv, env: dict[str, str], cwd: Path, minor: str) -> None:
+    result = subprocess.run([venv.python, "-X", "importtime", "-c", "pass"], env=env, cwd=cwd,
+                            capture_output=True, text=True, check=True)
+    lines = result.stderr.splitlines()
+    print(f"\n`python{minor} -X importtime -c pass`, plausipy's lines (with .pyc, µs):")
+    print("  " + lines[0])
+    for line in lines[1:]:
+        if "plausipy" in line or line.rstrip().endswith(("| marshal", "| atexit")):
+            print("  " + line)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=200, help="rotated rounds per layout (default 200)")
+    parser.add_argument("--python", action="append", help="minor version, e.g. 3.12 (repeatable)")
+    options = parser.parse_args(argv)
+    pythons = harness.find_interpreters(options.python or harness.DEFAULT_MINORS)
+    with harness.Workspace() as workspace:
+        run(workspace, pythons, options.rounds)
+
+
+if __name__ == "__main__":
+    main()
