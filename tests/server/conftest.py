@@ -9,7 +9,7 @@ or a real PostgreSQL started from its binaries.
 - ``shared_sqlite_server`` – one server per test module: ``{"url", "db", "factory"}``.
 - ``postgres_url`` – a fresh database on a PostgreSQL cluster started once
   per session (``@pytest.mark.postgres`` tests; skipped only without binaries).
-- ``PostgresCluster`` – start/stop a private cluster (for restart tests).
+- ``private_postgres`` – a cluster of the test's own (for restart tests).
 - ``package_factory(database_url, name)`` – a registered package:
   ``{"name", "key", "owner_token", "owner_email"}``.
 - ``record_factory(**fields)`` – a valid wire record (DESIGN.md §4) for this hour.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -207,9 +206,18 @@ class PostgresCluster:
         return self
 
     def stop(self) -> None:
+        """Fast shutdown (open sessions are cut, as in a restart); runuser does not forward signals."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # "fast" shutdown: open sessions are cut
-            self.process.wait(timeout=30)
+            subprocess.run(
+                _as_postgres_user([str(PG_BIN / "pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w"]),
+                capture_output=True,
+                timeout=60,
+            )
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         self.process = None
 
     def create_database(self) -> str:
@@ -221,12 +229,22 @@ class PostgresCluster:
         return self.url(name)
 
     def destroy(self) -> None:
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresCluster]:
+    """A cluster of the test's own, free to stop and restart."""
     cluster = PostgresCluster().start()
     yield cluster
     cluster.destroy()
