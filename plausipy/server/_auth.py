@@ -23,10 +23,11 @@ import secrets
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from fastapi import Request
+
 from plausipy.server._errors import Conflict, Forbidden, LoginRequired, Unprocessable
 
 if TYPE_CHECKING:
-    from fastapi import Request
     from starlette.responses import Response
 
     from plausipy.server._storage import Storage
