@@ -36,12 +36,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from itertools import compress, repeat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "ALL_VERSIONS",
+    "Cell",
     "MAX_PROP_VALUES",
     "ROLLUP_DDL",
     "Sketch",
@@ -184,6 +186,17 @@ class Sketch:
             return  # a sketch of another precision: skip it rather than fail the page
         self.registers = bytearray(map(max, self.registers, other))
 
+    @classmethod
+    def union(cls, sketches: Iterable[bytes]) -> Sketch:
+        """One sketch counting every ID of ``sketches`` (daily sketches of a date range)."""
+        usable = [bytes(sketch) for sketch in sketches if len(sketch) == SKETCH_REGISTERS]
+        if not usable:
+            return cls()
+        if len(usable) == 1:
+            return cls(bytearray(usable[0]))
+        # One C-level max per register over all days, instead of a merge per day.
+        return cls(bytearray(map(max, *usable)))
+
     def estimate(self) -> int:
         """Return the estimated number of distinct IDs added."""
         registers = self.registers
@@ -199,19 +212,23 @@ class Sketch:
         return round(raw)
 
 
-@dataclass
-class _Cell:
-    runs: int = 0
-    exits: int = 0
-    failures: int = 0
-    ids: set[object] = field(default_factory=set)
+class Cell(NamedTuple):
+    """The counts of one (version, dimension, value) on one day."""
+
+    runs: int
+    exits: int
+    failures: int
+    distinct_ids: int
+
+
+CellKey = tuple[str, str, str]  # (version, dimension, value)
 
 
 @dataclass
 class DayRollup:
     """One day of one package, folded: cells and sketches ready to insert."""
 
-    cells: dict[tuple[str, str, str], _Cell] = field(default_factory=dict)  # (version, dimension, value)
+    cells: dict[CellKey, Cell] = field(default_factory=dict)
     sketches: dict[tuple[str, str], Sketch] = field(default_factory=dict)  # (version, scope)
 
     def cell_rows(self, package_id: int, day: str) -> Iterator[tuple[Any, ...]]:
@@ -220,7 +237,7 @@ class DayRollup:
         for (version, dimension, value), cell in self.cells.items():
             if dimension.startswith("prop:") and (version, dimension, value) not in kept:
                 continue
-            yield (package_id, version, day, dimension, value, cell.runs, cell.exits, cell.failures, len(cell.ids))
+            yield (package_id, version, day, dimension, value, *cell)
 
     def sketch_rows(self, package_id: int, day: str) -> Iterator[tuple[Any, ...]]:
         """Rows for ``rollup_sketches``."""
@@ -228,69 +245,115 @@ class DayRollup:
             yield (package_id, version, day, scope, bytes(sketch.registers))
 
 
-def _kept_property_cells(cells: dict[tuple[str, str, str], _Cell]) -> set[tuple[str, str, str]]:
+def _kept_property_cells(cells: dict[CellKey, Cell]) -> set[CellKey]:
     by_property: dict[tuple[str, str], list[tuple[int, str]]] = {}
     for (version, dimension, value), cell in cells.items():
         if dimension.startswith("prop:"):
             by_property.setdefault((version, dimension), []).append((cell.runs, value))
-    kept: set[tuple[str, str, str]] = set()
+    kept: set[CellKey] = set()
     for (version, dimension), counted in by_property.items():
         counted.sort(key=lambda runs_value: (-runs_value[0], runs_value[1]))
         kept.update((version, dimension, value) for _, value in counted[:MAX_PROP_VALUES])
     return kept
 
 
+@dataclass
+class _Column:
+    """One dimension's values, aligned with the records they came from."""
+
+    dimension: str | list[str]  # one name for every value, or one name per value (properties)
+    values: list[str]
+    records: list[int]  # the index of the record each value belongs to
+
+
 def compute_day(raw_rows: Iterable[Sequence[Any]]) -> DayRollup:
     """Fold one day's raw records (columns of :data:`RAW_COLUMNS`) into a :class:`DayRollup`.
 
+    The counting runs column by column through :class:`collections.Counter`
+    (C loops), because a day of a busy package holds tens of thousands of runs.
+
     >>> rollup = compute_day([("h1", "package", "1.0", 0, 120, 9000, "linux", "x86_64",
     ...                        "3.12.4", "cpython", "DE", "Western Europe", "Europe/Berlin", None)])
-    >>> rollup.cells[("*", "total", "")].runs
-    1
+    >>> rollup.cells[("*", "total", "")]
+    Cell(runs=1, exits=1, failures=0, distinct_ids=1)
     """
+    rows = list(raw_rows)
     rollup = DayRollup()
-    for run_number, row in enumerate(raw_rows):
-        _fold_record(rollup, row, run_number)
+    if not rows:
+        return rollup
+    uid_hashes, scopes, versions, exit_codes = (list(column) for column in list(zip(*rows))[:4])
+    versions = [version or "" for version in versions]
+    # Every anonymous run is an ID of its own; the two linkable scopes never mix.
+    identities = [
+        ("anonymous", number) if scope == "anonymous" else (scope, uid_hash)
+        for number, (scope, uid_hash) in enumerate(zip(scopes, uid_hashes))
+    ]
+    has_exit = [code is not None for code in exit_codes]
+    failed = [code is not None and code != 0 for code in exit_codes]
+    for column in _columns(rows):
+        for version_keys in (None, versions):
+            if version_keys is not None and column.dimension == "version":
+                continue  # the version of a version-filtered view is the filter itself
+            _count_column(rollup.cells, column, version_keys, identities, has_exit, failed)
+    _sketch_ids(rollup, versions, scopes, uid_hashes)
     return rollup
 
 
-def _fold_record(rollup: DayRollup, row: Sequence[Any], run_number: int) -> None:
-    uid_hash, scope, version, exit_code = row[0], row[1], row[2] or "", row[3]
-    # Every anonymous run is an ID of its own; the two linkable scopes never mix.
-    identity: object = ("anonymous", run_number) if scope == "anonymous" else (scope, uid_hash)
-    failed = exit_code is not None and exit_code != 0
-    has_exit = exit_code is not None
-    dimensions = list(_dimensions_of(row))
-    for version_key in (ALL_VERSIONS, version):
-        for dimension, value in dimensions:
-            if dimension == "version" and version_key != ALL_VERSIONS:
-                continue
-            cell = rollup.cells.get((version_key, dimension, value))
-            if cell is None:
-                cell = rollup.cells[(version_key, dimension, value)] = _Cell()
-            cell.runs += 1
-            cell.exits += has_exit
-            cell.failures += failed
-            cell.ids.add(identity)
-        if scope in ("user", "package") and uid_hash:
-            sketch = rollup.sketches.get((version_key, scope))
-            if sketch is None:
-                sketch = rollup.sketches[(version_key, scope)] = Sketch()
-            sketch.add(uid_hash)
+def _columns(rows: list[Sequence[Any]]) -> Iterator[_Column]:
+    every = list(range(len(rows)))
+    yield _Column("total", [""] * len(rows), every)
+    yield _Column("scope", [row[1] or "" for row in rows], every)
+    yield _Column("version", [row[2] or "" for row in rows], every)
+    yield _Column("python", [_python_minor(row[8]) for row in rows], every)
+    for dimension, index in _PLAIN_DIMENSIONS:
+        yield _Column(dimension, [row[index] or "" for row in rows], every)
+    for dimension, index in (("duration", 4), ("rss", 5)):
+        measured = [number for number, row in enumerate(rows) if row[index] is not None]
+        yield _Column(dimension, [str(bucket_of(int(rows[number][index]))) for number in measured], measured)
+    names: list[str] = []
+    values: list[str] = []
+    records: list[int] = []
+    for number, row in enumerate(rows):
+        for name, value in _property_cells(row[13]):
+            names.append(name)
+            values.append(value)
+            records.append(number)
+    yield _Column(names, values, records)
 
 
-def _dimensions_of(row: Sequence[Any]) -> Iterator[tuple[str, str]]:
-    yield "total", ""
-    yield "scope", row[1] or ""
-    yield "version", row[2] or ""
-    yield "python", _python_minor(row[8])
-    for dimension, column in _PLAIN_DIMENSIONS:
-        yield dimension, row[column] or ""
-    if row[4] is not None:
-        yield "duration", str(bucket_of(int(row[4])))
-    if row[5] is not None:
-        yield "rss", str(bucket_of(int(row[5])))
-    yield from _property_cells(row[13])
+def _count_column(
+    cells: dict[CellKey, Cell],
+    column: _Column,
+    versions: list[str] | None,
+    identities: list[object],
+    has_exit: list[bool],
+    failed: list[bool],
+) -> None:
+    records = column.records
+    version_of = repeat(ALL_VERSIONS) if versions is None else [versions[number] for number in records]
+    names = repeat(column.dimension) if isinstance(column.dimension, str) else column.dimension
+    keys = list(zip(version_of, names, column.values))
+    runs = Counter(keys)
+    exits = Counter(compress(keys, [has_exit[number] for number in records]))
+    failures = Counter(compress(keys, [failed[number] for number in records]))
+    distinct = Counter(key for key, _ in set(zip(keys, [identities[number] for number in records])))
+    for key, count in runs.items():
+        cells[key] = Cell(count, exits[key], failures[key], distinct[key])
+
+
+def _sketch_ids(rollup: DayRollup, versions: list[str], scopes: list[str], uid_hashes: list[str]) -> None:
+    # Hash each distinct ID once per (version, scope): days repeat the same people.
+    seen = {
+        (version_key, scope, uid_hash)
+        for version, scope, uid_hash in zip(versions, scopes, uid_hashes)
+        if scope in ("user", "package") and uid_hash
+        for version_key in (ALL_VERSIONS, version)
+    }
+    for version_key, scope, uid_hash in seen:
+        sketch = rollup.sketches.get((version_key, scope))
+        if sketch is None:
+            sketch = rollup.sketches[(version_key, scope)] = Sketch()
+        sketch.add(uid_hash)
 
 
 def _python_minor(python: str | None) -> str:

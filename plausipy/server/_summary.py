@@ -278,10 +278,11 @@ def _distinct_ids(
         "SELECT scope, sketch FROM rollup_sketches WHERE package_id = ? AND version = ? AND day >= ? AND day <= ?",
         (query.package_id, query.version_key, *query.day_params()),
     )
-    sketches = {scope: Sketch() for scope in _ID_SCOPES}
-    for scope, registers in rows:
-        if scope in sketches:
-            sketches[scope].merge(bytes(registers))
+    registers: dict[str, list[bytes]] = {scope: [] for scope in _ID_SCOPES}
+    for scope, sketch in rows:
+        if scope in registers:
+            registers[scope].append(bytes(sketch))
+    sketches = {scope: Sketch.union(registers[scope]) for scope in _ID_SCOPES}
     by_scope: dict[str, int | None] = {scope: sketches[scope].estimate() for scope in _ID_SCOPES}
     anonymous = cells.get(("scope", "anonymous"))
     by_scope["anonymous"] = anonymous.runs if anonymous else 0
