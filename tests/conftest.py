@@ -175,6 +175,9 @@ class Venv:
         return subprocess.run(
             [self.python, *args], env=self.env(home, **extra), capture_output=True, text=True,
             input=input, timeout=timeout, cwd=str(home),
+            # No controlling terminal: the dialog may use /dev/tty, and a test run from a
+            # terminal must not ask the developer.
+            start_new_session=True,
         )
 
     def plausipy(self, args: list[str], home: Path, **extra: str):

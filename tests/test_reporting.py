@@ -347,7 +347,7 @@ def test_thirty_concurrent_processes_each_delivered_exactly_once(venv, home, fre
     allow(venv, home)
     program = write_program(home, "app.py", USES_ACME)
     processes = [
-        subprocess.Popen([venv.python, program], env=venv.env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(home))
+        subprocess.Popen([venv.python, program], env=venv.env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(home), start_new_session=True)
         for _ in range(30)
     ]
     for process in processes:
@@ -418,7 +418,7 @@ def test_no_personal_canary_in_any_byte_sent(venv, home, fresh_collector):
     result = subprocess.run(
         [venv.python, str(program), "CanaryArgv0815"],
         env=venv.env(home, SECRET_TOKEN=env_canary, USER="CanaryUserName"),
-        cwd=str(canary_dir), capture_output=True, text=True,
+        cwd=str(canary_dir), capture_output=True, text=True, start_new_session=True,
     )
     assert result.returncode == 0, result.stderr
     wait_records(fresh_collector, 3)
@@ -475,12 +475,12 @@ def test_missing_home_never_reaches_the_program(venv, home, fresh_collector):
         env.pop(name)
     env.update(XDG_CONFIG_HOME=str(home / "xdg-config"), XDG_DATA_HOME=str(home / "xdg-data"), XDG_CACHE_HOME=str(home / "xdg-cache"))
     program = write_program(home, "app.py", USES_ACME)
-    result = subprocess.run([venv.python, program], env=env, capture_output=True, text=True, cwd=str(home))
+    result = subprocess.run([venv.python, program], env=env, capture_output=True, text=True, cwd=str(home), start_new_session=True)
     assert (result.returncode, result.stdout, result.stderr) == (0, "hello from the program\n", "")
     allowed = subprocess.run([venv.python, "-m", "plausipy", "policy", "allow"], env=env, capture_output=True, text=True)
     assert allowed.returncode == 0, allowed.stderr
     assert (home / "xdg-config" / "plausipy" / "policy.toml").exists()
-    result = subprocess.run([venv.python, program], env=env, capture_output=True, text=True, cwd=str(home))
+    result = subprocess.run([venv.python, program], env=env, capture_output=True, text=True, cwd=str(home), start_new_session=True)
     assert (result.returncode, result.stderr) == (0, "")
     assert len(wait_records(fresh_collector, 1)) == 1
 
