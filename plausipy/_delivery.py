@@ -243,6 +243,10 @@ def deliver(
             )
             unreachable[batch.endpoint] = result.message
             _count_queued(report, batch, result.message)
+    # Deletion requests wait in the same ledger and go out on the same occasions (issue 3).
+    from plausipy._deletion import retry_pending_quietly
+
+    retry_pending_quietly(ledger, deadline=deadline, now=clock())
     return report
 
 

@@ -64,6 +64,8 @@ class RecordingCollector:
         self.requests: list[RecordedRequest] = []
         self.records: list[dict[str, object]] = []
         self.deletions: list[dict[str, object]] = []
+        #: Status for ``/api/v1/deletions``: 200 answers ``{"deleted": n}``, anything else ``{"error"}``.
+        self.deletion_status = 200
         self.duplicates = 0
         self.poison: set[str] = set()
         self._seen: set[tuple[str | None, object]] = set()
@@ -118,6 +120,7 @@ class RecordingCollector:
             self.requests.clear()
             self.records.clear()
             self.deletions.clear()
+            self.deletion_status = 200
             self.poison.clear()
             self.duplicates = 0
             self._seen.clear()
@@ -241,6 +244,9 @@ def _handler_for(collector: RecordingCollector) -> type[BaseHTTPRequestHandler]:
             with collector._lock:
                 collector.deletions.append(body)
             run_ids = body.get("run_ids") if isinstance(body.get("run_ids"), list) else []
+            if collector.deletion_status != 200:
+                self._answer(collector.deletion_status, {"error": "deletion refused by the test"})
+                return
             self._answer(200, {"deleted": len(run_ids)})  # type: ignore[arg-type]
 
         def _answer(self, status: int, document: object, headers: dict[str, str] | None = None) -> None:

@@ -42,7 +42,7 @@ def all_records(package: str | None = None) -> list[LedgerRow]:
 
 @click.group()
 def data() -> None:
-    """List and show the records plausipy built on this machine."""
+    """List, show, export or delete the records plausipy built on this machine."""
 
 
 @data.command(name="list")
@@ -103,3 +103,10 @@ def _table_row(row: LedgerRow) -> list[str]:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.created))
     collector = row.collector or row.endpoint
     return [row.run_id, row.package, row.version, when, row.status, collector]
+
+
+# Deletion and export live in their own module (plausipy._cli._delete).
+from plausipy._cli._delete import delete as _delete, export as _export  # noqa: E402
+
+data.add_command(_delete)
+data.add_command(_export)

@@ -116,3 +116,9 @@ def share(category: str, state: str) -> None:
     except PolicyError as exc:
         raise click.BadParameter(str(exc)) from exc
     _save(current, f"{category}: {state}")
+
+
+# `policy reset-id` offers deletion first, so it lives beside `data delete` (plausipy._cli._delete).
+from plausipy._cli._delete import reset_id as _reset_id  # noqa: E402
+
+policy.add_command(_reset_id)
