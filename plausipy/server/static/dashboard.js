@@ -92,6 +92,8 @@
     var step = plotWidth / Math.max(days.length, 1);
     drawDayLabels(svg, days, { left: left, step: step, y: height - 8 });
     options.series.forEach(function (series) {
+      // A scope nobody used stays in the legend but draws no flat line at zero.
+      if (days.every(function (day) { return series.valueOf(day) === 0; })) { series.empty = true; return; }
       if (options.kind === "bars") drawBars(svg, days, series, { left: left, top: top, step: step, height: plotHeight, maximum: maximum, k: options.k });
       else drawLine(svg, days, series, { left: left, top: top, step: step, height: plotHeight, maximum: maximum, k: options.k });
     });
@@ -122,6 +124,7 @@
       var value = series.valueOf(day);
       var x = place.left + place.step * index + (place.step - barWidth) / 2;
       var bar;
+      if (value === 0) return;
       if (value === null) {
         // Hidden day: a faint hatched stub, so a gap is not mistaken for zero.
         bar = svgElement("rect", { x: x, y: place.top + place.height - 6, width: barWidth, height: 6, class: "bar-suppressed" });
@@ -163,21 +166,22 @@
     series.forEach(function (entry) {
       var item = element("span", { class: "legend-item" });
       item.appendChild(element("i", { style: "background:" + entry.color }));
-      item.appendChild(document.createTextNode(entry.label));
+      item.appendChild(document.createTextNode(entry.label + (entry.empty ? " (none)" : "")));
       box.appendChild(item);
     });
     return box;
   }
 
   // A ranked list of horizontal bars: value, bar, runs (or "< k").
-  function barList(container, entries, k) {
+  // ``total`` is the runs of the whole view (null when hidden): shares are of all runs,
+  // so hiding a small group never inflates the others' percentages.
+  function barList(container, entries, k, total) {
     if (!entries || entries.length === 0) {
       container.appendChild(element("p", { class: "empty" }, "No runs in this range."));
       return;
     }
     var largest = 0;
     entries.forEach(function (entry) { if (entry.runs !== null && entry.runs > largest) largest = entry.runs; });
-    var total = entries.reduce(function (sum, entry) { return sum + (entry.runs || 0); }, 0);
     var list = element("ul", { class: "bar-list" });
     entries.slice(0, MAX_ROWS).forEach(function (entry) {
       list.appendChild(barRow(entry, largest, total, k));
@@ -203,7 +207,7 @@
     row.appendChild(track);
     var figure = element("span", { class: "row-value" });
     figure.appendChild(valueCell(entry.runs === null ? null : formatCount(entry.runs), entry.suppressed, k));
-    if (!entry.suppressed && total > 0) figure.appendChild(element("small", {}, " " + Math.round((100 * entry.runs) / total) + "%"));
+    if (!entry.suppressed && total) figure.appendChild(element("small", {}, " " + Math.round((100 * entry.runs) / total) + "%"));
     row.appendChild(figure);
     return row;
   }
@@ -236,7 +240,7 @@
     row.appendChild(cell(track, "track"));
     var rate = element("span", { class: "rate" });
     rate.appendChild(valueCell(formatRate(entry.failure_rate), hidden, k));
-    if (!hidden && entry.failure_rate !== null) rate.appendChild(element("span", { class: "rate-bar", style: "width:" + Math.max(entry.failure_rate * 100, 1) + "%" }));
+    if (!hidden && entry.failure_rate) rate.appendChild(element("span", { class: "rate-bar", style: "width:" + Math.max(entry.failure_rate * 100, 1) + "%" }));
     row.appendChild(cell(rate, entry.failure_rate > 0 ? "number failing" : "number"));
     row.appendChild(cell(valueCell(formatDuration(entry.duration_ms.p50), hidden, k), "number"));
     row.appendChild(cell(valueCell(formatDuration(entry.duration_ms.p95), hidden, k), "number"));
@@ -254,8 +258,8 @@
   function fillCards(summary) {
     var duration = document.getElementById("duration-card");
     var memory = document.getElementById("memory-card");
-    if (duration && summary.duration_ms.p50 !== null) duration.textContent = formatDuration(summary.duration_ms.p50) + " / " + formatDuration(summary.duration_ms.p95);
-    if (memory && summary.peak_rss_kib.p50 !== null) memory.textContent = formatMemory(summary.peak_rss_kib.p50) + " / " + formatMemory(summary.peak_rss_kib.p95);
+    if (duration && summary.duration_ms.p50 !== null) showPercentiles(duration, formatDuration(summary.duration_ms.p50), formatDuration(summary.duration_ms.p95));
+    if (memory && summary.peak_rss_kib.p50 !== null) showPercentiles(memory, formatMemory(summary.peak_rss_kib.p50), formatMemory(summary.peak_rss_kib.p95));
     if (summary.suppressed) {
       [duration, memory].forEach(function (node) {
         if (!node) return;
@@ -265,7 +269,12 @@
     }
   }
 
-  function drawProperties(container, properties, k) {
+  function showPercentiles(node, median, high) {
+    node.textContent = median;
+    node.appendChild(element("small", { class: "card-secondary" }, " p95 " + high));
+  }
+
+  function drawProperties(container, properties, k, total) {
     var names = Object.keys(properties);
     if (!names.length) {
       container.appendChild(element("p", { class: "empty" }, "No custom properties in this range (plausipy.track(name=value) adds them)."));
@@ -275,7 +284,7 @@
       var panel = element("section", { class: "panel panel-inner" });
       panel.appendChild(element("h3", {}, name));
       var bars = element("div", { class: "bars", "data-property": name });
-      barList(bars, properties[name], k);
+      barList(bars, properties[name], k, total);
       panel.appendChild(bars);
       container.appendChild(panel);
     });
@@ -299,9 +308,9 @@
     });
     versionTable(document.getElementById("chart-versions"), summary.by_version, k);
     Array.prototype.forEach.call(document.querySelectorAll("[data-list]"), function (container) {
-      barList(container, summary[container.getAttribute("data-list")], k);
+      barList(container, summary[container.getAttribute("data-list")], k, summary.runs);
     });
-    drawProperties(document.getElementById("chart-properties"), summary.properties, k);
+    drawProperties(document.getElementById("chart-properties"), summary.properties, k, summary.runs);
     document.getElementById("dashboard").setAttribute("data-drawn", "true");
   }
 
