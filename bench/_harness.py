@@ -44,6 +44,7 @@ __all__ = [
     "Venv",
     "Workspace",
     "child_cpu_ms",
+    "child_wall_and_cpu_ms",
     "child_wall_ms",
     "compile_plausipy",
     "find_interpreters",
@@ -299,6 +300,14 @@ def child_wall_ms(argv: list[str], env: dict[str, str], cwd: Path | None = None)
     started = time.perf_counter()
     _spawn_and_reap(argv, env, cwd)
     return (time.perf_counter() - started) * 1000.0
+
+
+def child_wall_and_cpu_ms(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one child, in ms."""
+    started = time.perf_counter()
+    _, usage = _spawn_and_reap(argv, env, cwd)
+    wall = (time.perf_counter() - started) * 1000.0
+    return wall, (usage.ru_utime + usage.ru_stime) * 1000.0  # type: ignore[attr-defined]
 
 
 def child_peak_rss_kib(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> int:
