@@ -391,3 +391,32 @@ def test_terminal_closed_under_the_dialog(venv, home, fresh_collector):
     os.close(session.master)  # the terminal window is closed: hang-up
     assert session.process.wait(60) in (4, -signal.SIGHUP)
     assert global_setting(home, "consent") in (None, "ask")
+
+
+def test_a_resized_terminal_gets_the_box_laid_out_again(venv, home, fresh_collector):
+    session = start_program(venv, home, fresh_collector, columns=100)
+    drawn_wide = session.expect("Details")
+    fcntl.ioctl(session.master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 40, 0, 0))
+    session.expect("Details", start=drawn_wide)  # redrawn for the new size
+    narrow = session.plain()[drawn_wide:]
+    assert any(line.startswith("└") and len(line.rstrip("\r")) == 39 for line in narrow.splitlines())
+    session.send("n")
+    session.expect("AFTER echo=1")
+    assert session.finish() == 0
+
+
+def test_blessed_is_imported_only_when_the_dialog_shows(venv, home, fresh_collector):
+    source = (
+        "import sys, plausipy\n"
+        f"plausipy.app(key={APP_KEY!r}, name='acme-cli', version='1.0', endpoint={fresh_collector.url!r})\n"
+        "print('blessed loaded:', 'blessed' in sys.modules, flush=True)\n"
+    )
+    program = write_program(home, "which_modules.py", source)
+    quiet = subprocess.run([venv.python, program], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           env=venv.env(home), timeout=60, start_new_session=True)
+    assert quiet.stdout == "blessed loaded: False\n"
+    session = Session([venv.python, program], terminal_env(venv, home), cwd=home)
+    session.expect("Details")
+    session.send("l")
+    session.expect("blessed loaded: True")
+    assert session.finish() == 0
