@@ -19,6 +19,10 @@ from __future__ import annotations
 import marshal
 import os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 __all__ = ["DEFAULT_ENDPOINT", "build_index", "read_declaration", "write_index"]
 
 DEFAULT_ENDPOINT = "https://collector.plausipy.org"
@@ -34,21 +38,26 @@ def build_index(paths: list[str]) -> dict[str, Entry]:
     The first distribution on ``sys.path`` wins, as it does for imports.
     """
     index: dict[str, Entry] = {}
+    for dist_info in dist_info_dirs(paths):
+        declared = read_declaration(dist_info)
+        if declared is None:
+            continue
+        entry, import_names = declared
+        for import_name in import_names:
+            index.setdefault(import_name, entry)
+    return index
+
+
+def dist_info_dirs(paths: list[str]) -> Iterator[str]:
+    """Every ``*.dist-info`` directory on ``paths``, in ``sys.path`` order."""
     for directory in paths:
         try:
             names = sorted(os.listdir(directory or "."))
         except OSError:
             continue
         for name in names:
-            if not name.endswith(".dist-info"):
-                continue
-            declared = read_declaration(os.path.join(directory or ".", name))
-            if declared is None:
-                continue
-            entry, import_names = declared
-            for import_name in import_names:
-                index.setdefault(import_name, entry)
-    return index
+            if name.endswith(".dist-info"):
+                yield os.path.join(directory or ".", name)
 
 
 def read_declaration(dist_info: str) -> tuple[Entry, list[str]] | None:
@@ -164,18 +173,11 @@ def find_distribution(import_name: str | None, paths: list[str], *, name: str | 
     """
     wanted = _normalize(name or import_name or "")
     dist_infos = []
-    for directory in paths:
-        try:
-            entries = sorted(os.listdir(directory or "."))
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.endswith(".dist-info"):
-                full = os.path.join(directory or ".", entry)
-                if _normalize(entry[: -len(".dist-info")].partition("-")[0]) == wanted:
-                    dist_name, version, _ = _metadata(full)
-                    return dist_name, version
-                dist_infos.append(full)
+    for full in dist_info_dirs(paths):
+        if _normalize(os.path.basename(full)[: -len(".dist-info")].partition("-")[0]) == wanted:
+            dist_name, version, _ = _metadata(full)
+            return dist_name, version
+        dist_infos.append(full)
     if name is not None or not import_name:
         return None
     for full in dist_infos:
