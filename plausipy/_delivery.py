@@ -222,10 +222,14 @@ def deliver(
         if remaining < MINIMUM_REQUEST_SECONDS:
             _count_queued(report, batch, "out of time; sent on a later run")
             continue
+        previous_backoff = ledger.mark_in_flight(batch.endpoint, now=clock())
         result = send(batch.endpoint, batch.key, batch.bodies, timeout=min(remaining, REQUEST_TIMEOUT_SECONDS))
         report.requests += 1
         if log is not None:
             log(f"{batch.endpoint} {len(batch.run_ids)} record(s) of {', '.join(sorted(set(batch.packages)))}: {result.outcome} {result.message}")
+        if result.outcome == "rejected":
+            # A refusal says nothing about the collector's health.
+            ledger.restore_backoff(batch.endpoint, previous_backoff)
         if result.outcome == "sent":
             ledger.mark_sent(batch.run_ids, collector=batch.endpoint, now=clock())
             _count(report, batch, "sent")

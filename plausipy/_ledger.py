@@ -67,6 +67,7 @@ EXPIRY_SECONDS = 30 * 24 * 3600
 BACKOFF_FIRST_SECONDS = 60.0
 BACKOFF_MAX_SECONDS = 6 * 3600.0
 _BUSY_TIMEOUT_MS = 10_000
+_STOPPED_MID_REQUEST = "the sender was stopped before the collector answered"
 
 _MIGRATIONS: tuple[str, ...] = (
     # version 1
@@ -294,6 +295,34 @@ class Ledger:
 
     # -- outcomes ------------------------------------------------------------------
 
+    def mark_in_flight(self, collector: str, *, now: float) -> tuple[float, str | None]:
+        """Before a request: back the collector off as if it will fail; return what to restore.
+
+        A sender killed mid-request (its hard stop) records no outcome; this
+        way the next sender still waits instead of hanging on the same
+        collector at every run. Every outcome overwrites it.
+        """
+        with self._connection:
+            row = self._connection.execute(
+                "SELECT failures, next_attempt, last_error FROM endpoints WHERE endpoint = ?", (collector,)
+            ).fetchone()
+            failures, next_attempt, last_error = row if row else (0, 0.0, None)
+            self._connection.execute(
+                "INSERT INTO endpoints (endpoint, failures, next_attempt, last_error, last_error_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (endpoint) DO UPDATE SET next_attempt = excluded.next_attempt,"
+                " last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+                (collector, failures, now + backoff_seconds(failures + 1), _STOPPED_MID_REQUEST, now),
+            )
+        return float(next_attempt), last_error
+
+    def restore_backoff(self, collector: str, previous: tuple[float, str | None]) -> None:
+        """Undo :meth:`mark_in_flight` when the answer says nothing about the collector's health (a rejection)."""
+        next_attempt, last_error = previous
+        with self._connection:
+            self._connection.execute(
+                "UPDATE endpoints SET next_attempt = ?, last_error = ? WHERE endpoint = ?", (next_attempt, last_error, collector)
+            )
+
     def mark_sent(self, run_ids: list[str], *, collector: str, now: float) -> None:
         """The collector accepted these records; its backlog is due again at once."""
         with self._connection:
@@ -304,7 +333,8 @@ class Ledger:
             )
             self._connection.execute(
                 "INSERT INTO endpoints (endpoint, failures, next_attempt, last_success) VALUES (?, 0, 0, ?)"
-                " ON CONFLICT (endpoint) DO UPDATE SET failures = 0, next_attempt = 0, last_success = excluded.last_success",
+                " ON CONFLICT (endpoint) DO UPDATE SET failures = 0, next_attempt = 0, last_error = NULL,"
+                " last_success = excluded.last_success",
                 (collector, now),
             )
 
@@ -408,7 +438,7 @@ class Ledger:
 
     def last_errors(self) -> list[EndpointState]:
         """Collectors whose last attempt failed, with the error and when they are due again."""
-        return [state for state in self.endpoint_states() if state.failures > 0]
+        return [state for state in self.endpoint_states() if state.failures > 0 or state.last_error is not None]
 
     def endpoint_states(self) -> list[EndpointState]:
         """Backoff state of every collector ever tried."""

@@ -9,7 +9,8 @@ its way. One at a time, under the sender lock, it
 2. delivers what is due (:func:`plausipy._delivery.deliver`),
 3. releases the lock and looks at the spool once more: a program that exited
    while the lock was held did not start a sender of its own, so its records
-   are picked up now rather than at the next run.
+   are picked up now rather than at the next run (by this sender while time
+   remains, else by a fresh one it starts).
 
 It ends itself within 30 s whatever the network does: delivery stops
 starting requests at a 25 s deadline, and on POSIX ``signal.alarm`` kills
@@ -34,8 +35,6 @@ __all__ = ["DELIVERY_SECONDS", "LIFETIME_SECONDS", "main", "run_once"]
 LIFETIME_SECONDS = 30
 #: No request starts, and none waits, past this age: leaves time to record the outcome.
 DELIVERY_SECONDS = 25.0
-#: Rounds of "ingest, deliver, look at the spool again" at most.
-_MAX_ROUNDS = 5
 
 
 def main() -> int:
@@ -44,17 +43,27 @@ def main() -> int:
     _arm_hard_stop(LIFETIME_SECONDS)
     deadline = started + DELIVERY_SECONDS
     try:
-        for _ in range(_MAX_ROUNDS):
+        while True:
             lock = try_lock(_paths.sender_lock_file())
             if lock is None:
                 _debug("another sender holds the lock; leaving the work to it")
                 return 0
             try:
+                before = set(_spool.spool_files())
                 run_once(deadline)
             finally:
                 release_lock(lock)
             # Whoever spooled while the lock was held saw it taken and started no sender.
-            if time.monotonic() >= deadline or not _spool.spool_files():
+            # Files that were there before this round and are still there could not be
+            # ingested: going round again for them would only spin.
+            arrived = set(_spool.spool_files()) - before
+            if not arrived:
+                break
+            if time.monotonic() >= deadline:
+                from plausipy._spawn import spawn_sender_unless_running
+
+                _debug(f"{len(arrived)} spool file(s) arrived at the deadline; handing over to a new sender")
+                spawn_sender_unless_running()
                 break
     except Exception as exc:
         import traceback

@@ -356,3 +356,9 @@ def test_a_collector_that_answers_a_byte_at_a_time_meets_the_hard_stop(home: Pat
     assert result.stderr == b""
     assert ledger_statuses() == {record["run_id"]: "queued"}
     assert sender_idle()
+    # The backoff was written before the request, so the next run does not hang on it again.
+    requests_so_far = len(collector.requests)
+    run_sender()
+    assert len(collector.requests) == requests_so_far
+    with Ledger() as ledger:
+        assert "stopped before the collector answered" in str(ledger.last_errors()[0].last_error)
