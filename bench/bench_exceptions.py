@@ -1,0 +1,104 @@
+"""What a global ``sys.monitoring`` callback costs: 1,000,000 exceptions raised out of a function.
+
+The loop runs in a child whose ``__main__`` imported a tracked library (so
+plausipy registered it and, on Python ≥ 3.12, enabled its ``PY_UNWIND``
+callback; on 3.10/3.11 ``sys.exit`` is wrapped instead), policy allow, vs the
+same child with ``PLAUSIPY_DISABLE=1``. The child times the loop alone
+(``time.process_time``). Target: ≤ 5 % slower.
+
+    .venv/bin/python bench/bench_exceptions.py --rounds 5 --python 3.12 --python 3.10
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness as harness  # noqa: E402
+
+TARGET_PERCENT = 5.0
+LOOP = """\
+import sys, time
+import benchlib
+
+
+def fail():
+    raise ValueError("x")
+
+
+def loop(count):
+    for _ in range(count):
+        try:
+            fail()
+        except ValueError:
+            pass
+
+
+started = time.process_time()
+loop({count})
+elapsed = time.process_time() - started
+watched = "plausipy._exitcode" in sys.modules and getattr(sys, "monitoring", None) is not None \\
+    and any(sys.monitoring.get_tool(tool) == "plausipy" for tool in range(6))
+print(elapsed * 1000.0, watched)
+"""
+
+
+def _loop_ms(python: str, program: Path, env: dict[str, str], cwd: Path) -> tuple[float, bool]:
+    result = subprocess.run([python, str(program)], env=env, cwd=cwd, capture_output=True, text=True, check=True)
+    elapsed, watched = result.stdout.split()
+    return float(elapsed), watched == "True"
+
+
+def run(workspace: harness.Workspace, pythons: dict[str, str], rounds: int, count: int = 1_000_000) -> list[str]:
+    """Measure each interpreter; print the table; return the summary lines."""
+    rows, summary = [], []
+    for minor, python in pythons.items():
+        venv = workspace.layouts(python).installed
+        harness.compile_plausipy(venv)
+        home = workspace.home(f"exceptions-{minor}")
+        workspace.allow_policy(home)
+        program = workspace.cwd / f"exceptions_{minor}.py"
+        program.write_text(LOOP.format(count=count))
+        allowed, disabled = workspace.env(home), workspace.env(home, PLAUSIPY_DISABLE="1")
+        seen: list[bool] = []
+
+        def watched_run() -> float:
+            elapsed, monitoring = _loop_ms(venv.python, program, allowed, workspace.cwd)
+            seen.append(monitoring)
+            return elapsed
+
+        cases = {"allow": watched_run, "disabled": lambda: _loop_ms(venv.python, program, disabled, workspace.cwd)[0]}
+        samples = harness.rotated_runs(cases, rounds)
+        harness.kill_senders(home)
+        off, on = harness.median(samples["disabled"]), harness.median(samples["allow"])
+        percent = (on / off - 1.0) * 100.0
+        how = "sys.monitoring PY_UNWIND" if any(seen) else "sys.exit wrapper (no callback)"
+        rows.append([minor, how, f"{off:.0f}", f"{on:.0f}", f"{percent:+.2f} %"])
+        summary.append(f"exceptions {minor} ({how}): {percent:+.2f} % {harness.verdict(percent, TARGET_PERCENT, '%')}")
+    harness.print_table(
+        f"exceptions: {count:,} raised and caught, loop CPU ms in the child, median of {rounds} rotated rounds",
+        ["python", "exit code watched by", "disabled", "allow", "slower"],
+        rows,
+    )
+    for line in summary:
+        print("  " + line)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="rotated rounds (default 5)")
+    parser.add_argument("--count", type=int, default=1_000_000, help="exceptions per run (default 1,000,000)")
+    parser.add_argument("--python", action="append", help="minor version, e.g. 3.12 (repeatable)")
+    options = parser.parse_args(argv)
+    pythons = harness.find_interpreters(options.python or ["3.12", "3.10"])
+    with harness.Workspace() as workspace:
+        run(workspace, pythons, options.rounds, options.count)
+
+
+if __name__ == "__main__":
+    main()
