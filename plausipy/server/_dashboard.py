@@ -46,6 +46,8 @@ class OwnedPackage:
 def _owned_package(storage: Any, name: str, user_id: int) -> OwnedPackage:
     from plausipy.server._ingest import canonical_package_name
 
+    if "\x00" in name or len(name) > 200:
+        raise NotFound(f"you own no package named {name!r}")  # PostgreSQL text cannot hold NUL
     rows = storage.read(
         "SELECT id, name, owner_id, k_threshold FROM packages WHERE name = ?", (canonical_package_name(name),)
     )

@@ -106,8 +106,8 @@ def query_from_parameters(
         raise SummaryError(f"`from` ({first_day}) is after `to` ({last_day})")
     if (last_day - first_day).days >= MAX_RANGE_DAYS:
         raise SummaryError(f"the date range may cover at most {MAX_RANGE_DAYS} days")
-    if version is not None and len(version) > 200:
-        raise SummaryError("`version` is longer than any version a record can carry")
+    if version is not None and (len(version) > 200 or "\x00" in version):
+        raise SummaryError("`version` is not a version a record can carry")
     return SummaryQuery(package_id=package_id, k=max(1, k), first_day=first_day, last_day=last_day,
                         version=version or None)
 
@@ -265,10 +265,9 @@ def _set_daily_runs(entry: dict[str, Any], runs: int, distinct_ids: int, k: int)
 
 
 def _each_day(first: dt.date, last: dt.date) -> Iterable[str]:
-    day = first
-    while day <= last:
-        yield day.isoformat()
-        day += dt.timedelta(days=1)
+    # Count days rather than step past `last`: 9999-12-31 has no next day.
+    for offset in range((last - first).days + 1):
+        yield (first + dt.timedelta(days=offset)).isoformat()
 
 
 def _distinct_ids(

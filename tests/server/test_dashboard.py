@@ -236,3 +236,7 @@ def test_the_summary_on_postgresql(
 
     assert body["runs"] == 6 and body["distinct_ids"] == 6 and body["failure_rate"] == 0.5
     assert body["by_day"][0] == {"day": day_of(hour), "runs": 6, "ids": {"user": 0, "package": 6}}
+    # PostgreSQL text cannot hold NUL: such input is a 4xx, never a 500.
+    headers = {"Authorization": f"Bearer {package['owner_token']}"}
+    assert httpx.get(f"{base_url}/api/v1/packages/acme%00lib/summary", headers=headers, timeout=30).status_code == 404
+    assert summary(base_url, package, version="1\x00").status_code == 422

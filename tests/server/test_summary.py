@@ -314,6 +314,7 @@ def test_packages_do_not_see_each_others_records(storage: Any) -> None:
         (None, "2026-3-1", "`to` must be a date"),
         ("2026-03-05", "2026-03-01", "is after"),
         ("2020-01-01", "2026-01-01", "at most"),
+        ("0000-01-01", None, "`from` must be a date"),
     ],
 )
 def test_bad_dates_are_refused_with_a_message(first: str | None, last: str | None, message: str) -> None:
@@ -347,3 +348,12 @@ def test_histogram_buckets_are_within_five_percent() -> None:
     for amount in (1, 7, 100, 12_345, 9_000_000):
         assert abs(bucket_value(bucket_of(amount)) - amount) <= amount * 0.05
     assert bucket_value(bucket_of(0)) == 0
+
+
+def test_the_last_representable_day_and_odd_versions_do_not_break_the_summary(storage: Any) -> None:
+    package_id = create_package(storage)
+    query = query_from_parameters(package_id=package_id, k=5, first="9999-12-30", last="9999-12-31", version=None)
+
+    assert [day["day"] for day in build_summary(storage, query)["by_day"]] == ["9999-12-30", "9999-12-31"]
+    with pytest.raises(SummaryError, match="`version`"):
+        query_from_parameters(package_id=package_id, k=5, first=None, last=None, version="1.0\x00")
