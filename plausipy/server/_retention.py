@@ -23,8 +23,8 @@ __all__ = ["purge_expired", "retention_loop"]
 logger = logging.getLogger("plausipy.server")
 
 
-def _cutoff(now: datetime, retention_days: int) -> str:
-    return (now - timedelta(days=retention_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _cutoff_day(now: datetime, retention_days: int) -> str:
+    return (now - timedelta(days=retention_days)).strftime("%Y-%m-%d")
 
 
 def purge_expired(storage: Storage, *, now: datetime | None = None) -> dict[str, int]:
@@ -32,10 +32,11 @@ def purge_expired(storage: Storage, *, now: datetime | None = None) -> dict[str,
     now = now or datetime.now(timezone.utc)
     purged: dict[str, int] = {}
     for package_id, name, retention_days in storage.read("SELECT id, name, retention_days FROM packages ORDER BY id"):
-        # One transaction per package keeps each write lock short.
+        # One transaction per package keeps each write lock short; whole days
+        # go at once, along the (package_id, day) index.
         with storage.transaction() as tx:
             deleted = tx.execute(
-                "DELETE FROM records WHERE package_id = ? AND hour < ?", (package_id, _cutoff(now, int(retention_days)))
+                "DELETE FROM records WHERE package_id = ? AND day < ?", (package_id, _cutoff_day(now, int(retention_days)))
             ).rowcount
         if deleted:
             purged[str(name)] = int(deleted)

@@ -65,10 +65,9 @@ _SQLITE_V1 = [
         timezone TEXT,
         props TEXT,
         received_at TEXT NOT NULL,
-        PRIMARY KEY (package_id, run_id)) WITHOUT ROWID""",
+        PRIMARY KEY (package_id, run_id))""",
     "CREATE INDEX records_by_uid ON records (package_id, uid_hash)",
     "CREATE INDEX records_by_day ON records (package_id, day)",
-    "CREATE INDEX records_by_hour ON records (hour)",
     """CREATE TABLE dirty_days (
         package_id INTEGER NOT NULL,
         day TEXT NOT NULL,
@@ -123,7 +122,6 @@ _POSTGRESQL_V1 = [
         PRIMARY KEY (package_id, run_id))""",
     "CREATE INDEX records_by_uid ON records (package_id, uid_hash)",
     "CREATE INDEX records_by_day ON records (package_id, day)",
-    "CREATE INDEX records_by_hour ON records (hour)",
     """CREATE TABLE dirty_days (
         package_id BIGINT NOT NULL,
         day DATE NOT NULL,

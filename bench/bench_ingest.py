@@ -1,0 +1,286 @@
+"""Ingest throughput: records/s with batches of 1 and 100, on SQLite and PostgreSQL,
+each beside the same server stack answering an empty handler.
+
+    python bench/bench_ingest.py [--seconds 6] [--workers 2] [--clients 6]
+
+Every server runs as it does in production (uvicorn, ``--workers``, no
+access log) in its own process on 127.0.0.1; load comes from client
+processes holding keep-alive connections, each request carrying fresh
+run_ids so nothing is a duplicate. The empty handler is a one-route app
+that reads the body and answers the same 202: the ratio says what
+validation, hashing and the database cost on top of HTTP. PostgreSQL is
+started from its binaries in a temp dir (skipped when they are missing).
+Not a test: it prints a table and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+# At module level: FastAPI resolves the handler's (string) annotations here.
+from fastapi import FastAPI, Request
+from starlette.responses import JSONResponse
+
+PG_BIN = Path(os.environ.get("PLAUSIPY_PG_BIN", "/usr/lib/postgresql/15/bin"))
+HERE = Path(__file__).resolve().parent
+
+
+# --- the empty handler ----------------------------------------------------------------------
+
+
+def empty_app():  # type: ignore[no-untyped-def]
+    """The same stack (FastAPI on uvicorn) with a route that reads the body and does nothing."""
+    app = FastAPI()
+
+    @app.post("/api/v1/records")
+    async def records(request: Request) -> JSONResponse:
+        body = await request.body()
+        return JSONResponse({"accepted": 0, "duplicates": 0, "bytes": len(body)}, status_code=202)
+
+    @app.get("/api/v1/health")
+    def health() -> dict[str, bool]:
+        return {"ok": True}
+
+    return app
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_health(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the server exited during start-up")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/api/v1/health")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the server did not start")
+
+
+def start_empty_server(workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", "--factory", "bench_ingest:empty_app", "--app-dir", str(HERE),
+        "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_health(port, process)
+    return process, port
+
+
+def start_collector(database_url: str, workers: int) -> tuple[subprocess.Popen[bytes], int, str]:
+    from plausipy.server._auth import get_or_create_user
+    from plausipy.server._portal import create_package
+    from plausipy.server._schema import migrate
+    from plausipy.server._storage import open_storage
+
+    storage = open_storage(database_url)
+    migrate(storage)
+    owner = get_or_create_user(storage, "bench@example.org")
+    key = create_package(storage, f"bench-{uuid.uuid4().hex[:8]}", owner["id"])["key"]
+    storage.close()
+    port = free_port()
+    environment = {
+        **os.environ,
+        # The bench is one client address hammering one key: lift the limits.
+        "PLAUSIPY_RATE_PER_ADDRESS": "1e9", "PLAUSIPY_BURST_PER_ADDRESS": "1e9",
+        "PLAUSIPY_RATE_PER_KEY": "1e9", "PLAUSIPY_BURST_PER_KEY": "1e9",
+        "PLAUSIPY_RETENTION_INTERVAL": "0",
+    }  # fmt: skip
+    command = [sys.executable, "-m", "plausipy", "server", "run", "--database", database_url, "--port", str(port), "--workers", str(workers)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
+    wait_for_health(port, process)
+    return process, port, str(key)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class Postgres:
+    """A throw-away cluster (initdb/postgres run as the postgres user when we are root)."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="plausipy-bench-pg-"))
+        self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_postgres:
+            shutil.chown(self.root, "postgres", "postgres")
+        self.data = self.root / "data"
+        self.port = free_port()
+        subprocess.run([*self.as_postgres, str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"], check=True, capture_output=True)
+        self.process = subprocess.Popen(
+            [*self.as_postgres, str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.root),
+             "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        import psycopg
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                psycopg.connect(self.url, connect_timeout=2).close()
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def close(self) -> None:
+        subprocess.run([*self.as_postgres, str(PG_BIN / "pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w"], capture_output=True)
+        self.process.wait(timeout=30)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --- load ---------------------------------------------------------------------------------------
+
+
+def _record_template(package: str) -> tuple[str, str, str]:
+    """The record's JSON cut around its run_id and uid, which every request renews."""
+    hour = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:00:00Z")
+    record = {
+        "v": 1, "run_id": "RUNID", "scope": "package", "uid": "UID", "package": package, "version": "1.2.0",
+        "role": "lib", "hour": hour, "duration_ms": 120, "peak_rss_kib": 30000, "exit_code": 0, "os": "linux",
+        "arch": "x86_64", "python": "3.12.4", "implementation": "cpython", "country": "DE",
+        "region": "Western Europe", "timezone": "Europe/Berlin", "props": {"command": "build", "files": 3},
+    }  # fmt: skip
+    before, rest = json.dumps(record).split('"RUNID"')
+    middle, after = rest.split('"UID"')
+    return before + '"', '"' + middle + '"', '"' + after
+
+
+def _client(port: int, key: str, package: str, batch: int, seconds: float, threads: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    before, middle, after = _record_template(package)
+    deadline_holder: list[float] = []
+    counts = [0] * threads
+    errors = [0] * threads
+    start_barrier = threading.Barrier(threads)
+
+    def worker(index: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        start_barrier.wait()
+        while time.monotonic() < deadline_holder[0]:
+            records = ",".join(f"{before}{uuid.uuid4()}{middle}{uuid.uuid4().hex}{after}" for _ in range(batch))
+            connection.request("POST", "/api/v1/records", body='{"records":[' + records + "]}", headers=headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status == 202:
+                counts[index] += batch
+            else:
+                errors[index] += 1
+
+    deadline_holder.append(time.monotonic() + seconds)
+    pool = [threading.Thread(target=worker, args=(index,)) for index in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    results.put((sum(counts), sum(errors)))
+
+
+def measure(port: int, key: str, package: str, batch: int, seconds: float, clients: int) -> tuple[float, int]:
+    """Records per second accepted, and the number of non-202 answers."""
+    results: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    processes = [
+        multiprocessing.Process(target=_client, args=(port, key, package, batch, seconds, 2, results)) for _ in range(clients)
+    ]
+    started = time.monotonic()
+    for process in processes:
+        process.start()
+    totals = [results.get() for _ in processes]
+    for process in processes:
+        process.join()
+    elapsed = max(seconds, time.monotonic() - started - 0.0)
+    return sum(total for total, _ in totals) / elapsed, sum(errors for _, errors in totals)
+
+
+def _package_of(database_url: str, key: str) -> str:
+    from plausipy.server._storage import open_storage
+
+    storage = open_storage(database_url)
+    try:
+        return str(storage.read("SELECT name FROM packages WHERE key = ?", (key,))[0][0])
+    finally:
+        storage.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=6.0, help="load time per row and server")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=3, help="client processes (2 connections each)")
+    options = parser.parse_args()
+
+    sys.path.insert(0, str(HERE))
+    rows: list[tuple[str, int, float, float, int]] = []
+    empty_process, empty_port = start_empty_server(options.workers)
+    try:
+        empty_rates = {batch: measure(empty_port, "x" * 32, "acme", batch, options.seconds, options.clients)[0] for batch in (1, 100)}
+    finally:
+        stop(empty_process)
+
+    backends: list[tuple[str, object]] = [("sqlite", None)]
+    if (PG_BIN / "initdb").exists():
+        backends.append(("postgresql", None))
+    for backend, _ in backends:
+        workdir = Path(tempfile.mkdtemp(prefix="plausipy-bench-"))
+        postgres = Postgres() if backend == "postgresql" else None
+        database_url = postgres.url if postgres else f"sqlite:///{workdir / 'collector.sqlite3'}"
+        try:
+            process, port, key = start_collector(database_url, options.workers)
+            try:
+                package = _package_of(database_url, key)
+                for batch in (1, 100):
+                    rate, errors = measure(port, key, package, batch, options.seconds, options.clients)
+                    rows.append((backend, batch, empty_rates[batch], rate, errors))
+            finally:
+                stop(process)
+        finally:
+            if postgres:
+                postgres.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    print(f"\ningest, {options.workers} workers, {options.clients * 2} keep-alive connections, {options.seconds:g} s per row, {os.cpu_count()} cores")
+    print(f"{'backend':<11} {'batch':>5} {'empty rec/s':>12} {'collector rec/s':>16} {'ratio':>6} {'non-202':>8}")
+    for backend, batch, empty, rate, errors in rows:
+        ratio = rate / empty if empty else float("nan")
+        print(f"{backend:<11} {batch:>5} {empty:>12,.0f} {rate:>16,.0f} {ratio:>6.2f} {errors:>8}")
+
+
+if __name__ == "__main__":
+    main()
