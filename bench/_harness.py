@@ -312,6 +312,8 @@ def child_wall_and_cpu_ms(argv: list[str], env: dict[str, str], cwd: Path | None
 
 def child_peak_rss_kib(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> int:
     """Peak RSS of the child (KiB, ``ru_maxrss`` on Linux)."""
+    # Caution: Linux keeps the high-water mark across exec, so a child smaller than this
+    # process reports our RSS.
     _, usage = _spawn_and_reap(argv, env, cwd)
     return int(usage.ru_maxrss)  # type: ignore[attr-defined]
 
