@@ -118,7 +118,7 @@ def status(as_json: bool) -> None:
         click.echo(style(f"          ! {policy['problem']}", fg="yellow"))  # type: ignore[index]
     queue = info["queue"]
     counts = queue.get("records") or {}  # type: ignore[union-attr]
-    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no records yet"  # type: ignore[union-attr]
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()) if isinstance(n, int)) or "no records yet"  # type: ignore[union-attr]
     click.echo(f"records:  {summary}; {queue['spooled_files']} spool file(s) waiting for the sender")  # type: ignore[index]
     if queue["corrupt_spool_files"]:  # type: ignore[index]
         click.echo(style(f"          ! {queue['corrupt_spool_files']} unreadable spool file(s) set aside", fg="yellow"))  # type: ignore[index]
