@@ -15,11 +15,15 @@ So every (package, day) is folded once into two small tables:
     one HyperLogLog sketch per (package, version, day, scope) of the user and
     package scope IDs, so the distinct IDs of any date range can be estimated
     by merging daily sketches (about 3 % error; exact-ish below a few hundred).
+``rollup_histograms``
+    one log-scale histogram per (package, version, day, measure) of
+    ``duration_ms`` and ``peak_rss_kib`` (:data:`HISTOGRAM_BUCKETS` unsigned
+    32-bit little-endian counts, see :func:`bucket_of`): percentiles of any
+    range and version come from summing a few thousand small arrays.
 
 Dimensions: ``total`` (value ``""``), ``scope``, ``version`` (under ``*``
 only), ``python`` (major.minor), ``implementation``, ``os``, ``arch``,
-``country``, ``region``, ``timezone``, ``duration`` and ``rss`` (log-scale
-histogram buckets, see :func:`bucket_of`), and ``prop:<name>`` for each
+``country``, ``region``, ``timezone``, and ``prop:<name>`` for each
 custom property (the top :data:`MAX_PROP_VALUES` values of a day).
 An unknown value (a category the user turned off) is stored as ``""``.
 
@@ -35,6 +39,8 @@ Retention never marks a day, so its rollups survive the raw records.
 from __future__ import annotations
 
 import math
+import sys
+from array import array
 from collections import Counter
 from itertools import compress, repeat
 from collections.abc import Iterable, Iterator, Sequence
@@ -49,6 +55,8 @@ __all__ = [
     "Sketch",
     "bucket_of",
     "bucket_value",
+    "histogram_bytes",
+    "histogram_from_bytes",
     "compute_day",
     "refresh_dirty_days",
 ]
@@ -59,6 +67,10 @@ ALL_VERSIONS = "*"
 MAX_PROP_VALUES = 50
 #: Histogram resolution: buckets per doubling (2 ** (1/8) ≈ 9 % wide).
 BUCKETS_PER_DOUBLING = 8
+#: Histogram buckets: bucket 264 is 2 ** 32.9, beyond any duration in ms or memory in KiB.
+HISTOGRAM_BUCKETS = 264
+#: The measures kept as histograms, and their column in a raw row.
+MEASURES = (("duration", 4), ("rss", 5))
 #: HyperLogLog precision: 2 ** 10 registers, about 3.25 % standard error.
 SKETCH_BITS = 10
 SKETCH_REGISTERS = 1 << SKETCH_BITS
@@ -89,6 +101,14 @@ ROLLUP_DDL: dict[str, list[str]] = {
             sketch BLOB NOT NULL,
             PRIMARY KEY (package_id, version, day, scope)
         ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS rollup_histograms (
+            package_id INTEGER NOT NULL,
+            version TEXT NOT NULL,
+            day TEXT NOT NULL,
+            measure TEXT NOT NULL,
+            counts BLOB NOT NULL,
+            PRIMARY KEY (package_id, version, day, measure)
+        ) WITHOUT ROWID""",
     ],
     "postgresql": [
         """CREATE TABLE IF NOT EXISTS rollup_cells (
@@ -110,6 +130,14 @@ ROLLUP_DDL: dict[str, list[str]] = {
             scope TEXT NOT NULL,
             sketch BYTEA NOT NULL,
             PRIMARY KEY (package_id, version, day, scope)
+        )""",
+        """CREATE TABLE IF NOT EXISTS rollup_histograms (
+            package_id BIGINT NOT NULL,
+            version TEXT NOT NULL,
+            day TEXT NOT NULL,
+            measure TEXT NOT NULL,
+            counts BYTEA NOT NULL,
+            PRIMARY KEY (package_id, version, day, measure)
         )""",
     ],
 }
@@ -141,7 +169,7 @@ def bucket_of(amount: int) -> int:
     """
     if amount < 1:
         return 0
-    return int(math.log2(amount) * BUCKETS_PER_DOUBLING) + 1
+    return min(int(math.log2(amount) * BUCKETS_PER_DOUBLING) + 1, HISTOGRAM_BUCKETS - 1)
 
 
 def bucket_value(bucket: int) -> float:
@@ -230,6 +258,7 @@ class DayRollup:
 
     cells: dict[CellKey, Cell] = field(default_factory=dict)
     sketches: dict[tuple[str, str], Sketch] = field(default_factory=dict)  # (version, scope)
+    histograms: dict[tuple[str, str], Counter[int]] = field(default_factory=dict)  # (version, measure)
 
     def cell_rows(self, package_id: int, day: str) -> Iterator[tuple[Any, ...]]:
         """Rows for ``rollup_cells``, the long tail of property values dropped."""
@@ -243,6 +272,36 @@ class DayRollup:
         """Rows for ``rollup_sketches``."""
         for (version, scope), sketch in self.sketches.items():
             yield (package_id, version, day, scope, bytes(sketch.registers))
+
+    def histogram_rows(self, package_id: int, day: str) -> Iterator[tuple[Any, ...]]:
+        """Rows for ``rollup_histograms``."""
+        for (version, measure), counted in self.histograms.items():
+            yield (package_id, version, day, measure, histogram_bytes(counted))
+
+
+def histogram_bytes(counted: dict[int, int]) -> bytes:
+    """Pack bucket counts as :data:`HISTOGRAM_BUCKETS` little-endian uint32.
+
+    >>> len(histogram_bytes({3: 2})), histogram_from_bytes(histogram_bytes({3: 2}))[3]
+    (1056, 2)
+    """
+    counts = array("I", bytes(4 * HISTOGRAM_BUCKETS))
+    for bucket, count in counted.items():
+        counts[bucket] = min(count, 0xFFFFFFFF)
+    if sys.byteorder == "big":
+        counts.byteswap()
+    return counts.tobytes()
+
+
+def histogram_from_bytes(packed: bytes) -> array[int]:
+    """The counts :func:`histogram_bytes` packed (all zero for a blob of another size)."""
+    counts = array("I")
+    if len(packed) != 4 * HISTOGRAM_BUCKETS:
+        return array("I", bytes(4 * HISTOGRAM_BUCKETS))
+    counts.frombytes(packed)
+    if sys.byteorder == "big":
+        counts.byteswap()
+    return counts
 
 
 def _kept_property_cells(cells: dict[CellKey, Cell]) -> set[CellKey]:
@@ -296,7 +355,18 @@ def compute_day(raw_rows: Iterable[Sequence[Any]]) -> DayRollup:
                 continue  # the version of a version-filtered view is the filter itself
             _count_column(rollup.cells, column, version_keys, identities, has_exit, failed)
     _sketch_ids(rollup, versions, scopes, uid_hashes)
+    _histograms(rollup, rows, versions)
     return rollup
+
+
+def _histograms(rollup: DayRollup, rows: list[Sequence[Any]], versions: list[str]) -> None:
+    for measure, index in MEASURES:
+        buckets = [(version, bucket_of(int(row[index]))) for version, row in zip(versions, rows) if row[index] is not None]
+        if not buckets:
+            continue
+        rollup.histograms[(ALL_VERSIONS, measure)] = Counter(bucket for _, bucket in buckets)
+        for (version, bucket), count in Counter(buckets).items():
+            rollup.histograms.setdefault((version, measure), Counter())[bucket] += count
 
 
 def _columns(rows: list[Sequence[Any]]) -> Iterator[_Column]:
@@ -307,9 +377,6 @@ def _columns(rows: list[Sequence[Any]]) -> Iterator[_Column]:
     yield _Column("python", [_python_minor(row[8]) for row in rows], every)
     for dimension, index in _PLAIN_DIMENSIONS:
         yield _Column(dimension, [row[index] or "" for row in rows], every)
-    for dimension, index in (("duration", 4), ("rss", 5)):
-        measured = [number for number, row in enumerate(rows) if row[index] is not None]
-        yield _Column(dimension, [str(bucket_of(int(rows[number][index]))) for number in measured], measured)
     names: list[str] = []
     values: list[str] = []
     records: list[int] = []
@@ -409,9 +476,12 @@ def refresh_day(storage: Any, package_id: int, day: str) -> None:
         rollup = compute_day(raw_rows)
         transaction.execute("DELETE FROM rollup_cells WHERE package_id = ? AND day = ?", (package_id, day))
         transaction.execute("DELETE FROM rollup_sketches WHERE package_id = ? AND day = ?", (package_id, day))
+        transaction.execute("DELETE FROM rollup_histograms WHERE package_id = ? AND day = ?", (package_id, day))
         _insert_many(transaction, f"rollup_cells ({_CELLS_COLUMNS})", list(rollup.cell_rows(package_id, day)))
         _insert_many(transaction, "rollup_sketches (package_id, version, day, scope, sketch)",
                      list(rollup.sketch_rows(package_id, day)))
+        _insert_many(transaction, "rollup_histograms (package_id, version, day, measure, counts)",
+                     list(rollup.histogram_rows(package_id, day)))
 
 
 def _fetch(transaction: Any, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:

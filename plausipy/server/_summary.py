@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from plausipy.server._rollups import ALL_VERSIONS, Sketch, bucket_value, refresh_dirty_days
+from plausipy.server._rollups import ALL_VERSIONS, Sketch, bucket_value, histogram_from_bytes, refresh_dirty_days
 
 __all__ = [
     "CATEGORY_DIMENSIONS",
@@ -116,6 +116,7 @@ def build_summary(storage: Any, query: SummaryQuery) -> dict[str, Any]:
     """Refresh the package's dirty days, then return its summary as JSON-ready data."""
     refresh_dirty_days(storage, query.package_id)
     cells = _read_cells(storage, query)
+    histograms = _read_histograms(storage, query)
     total = cells.get(("total", ""))
     total_hidden = total is None or total.distinct_ids < query.k
     summary: dict[str, Any] = {
@@ -128,8 +129,8 @@ def build_summary(storage: Any, query: SummaryQuery) -> dict[str, Any]:
         "failure_rate": None if total_hidden or total is None else _rate(total),
         "versions": _versions(storage, query),
         "by_day": _by_day(storage, query),
-        "duration_ms": _percentiles(_histogram(cells, "duration"), hidden=total_hidden),
-        "peak_rss_kib": _percentiles(_histogram(cells, "rss"), hidden=total_hidden),
+        "duration_ms": _percentiles(histograms.get((query.version_key, "duration")), hidden=total_hidden),
+        "peak_rss_kib": _percentiles(histograms.get((query.version_key, "rss")), hidden=total_hidden),
         "properties": _properties(cells, query.k),
     }
     summary.update(_distinct_ids(storage, query, cells, hidden=total_hidden))
@@ -137,7 +138,7 @@ def build_summary(storage: Any, query: SummaryQuery) -> dict[str, Any]:
         summary[f"by_{dimension}"] = _category(cells, dimension, query.k)
     if query.version:
         summary["by_version"] = _category(cells, "version", query.k, only=query.version, total=total)
-    _add_version_details(storage, query, summary["by_version"])
+    _add_version_details(summary["by_version"], cells, histograms, query)
     return summary
 
 
@@ -194,25 +195,36 @@ def _ordered(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda entry: (entry["runs"] is None, -(entry["runs"] or 0), str(entry["value"])))
 
 
-def _histogram(cells: dict[tuple[str, str], _RangeCell], dimension: str) -> dict[int, int]:
-    return {int(value): cell.runs for (cell_dimension, value), cell in cells.items() if cell_dimension == dimension}
+def _read_histograms(storage: Any, query: SummaryQuery) -> dict[tuple[str, str], list[int]]:
+    """Duration and memory histograms over the range: ``*`` and every version (or just the filter)."""
+    version_filter = " AND version = ?" if query.version else ""
+    rows = storage.read(
+        "SELECT version, measure, counts FROM rollup_histograms WHERE package_id = ? AND day >= ? AND day <= ?"
+        + version_filter,
+        (query.package_id, *query.day_params(), *([query.version] if query.version else [])),
+    )
+    grouped: dict[tuple[str, str], list[Any]] = {}
+    for version, measure, counts in rows:
+        grouped.setdefault((version, measure), []).append(histogram_from_bytes(bytes(counts)))
+    # zip(*days) walks bucket by bucket in C: a few thousand small arrays cost milliseconds.
+    return {key: list(map(sum, zip(*days))) for key, days in grouped.items()}
 
 
-def _percentiles(histogram: dict[int, int], *, hidden: bool) -> dict[str, int | None]:
-    if hidden or not histogram:
+def _percentiles(histogram: list[int] | None, *, hidden: bool) -> dict[str, int | None]:
+    if hidden or not histogram or not any(histogram):
         return {"p50": None, "p95": None}
     return {"p50": _percentile(histogram, 0.50), "p95": _percentile(histogram, 0.95)}
 
 
-def _percentile(histogram: dict[int, int], fraction: float) -> int:
+def _percentile(histogram: list[int], fraction: float) -> int:
     """The value below which ``fraction`` of the runs fall, to the bucket's resolution (≈ 4.5 %)."""
-    wanted = fraction * sum(histogram.values())
+    wanted = fraction * sum(histogram)
     seen = 0
-    for bucket in sorted(histogram):
-        seen += histogram[bucket]
-        if seen >= wanted:
+    for bucket, count in enumerate(histogram):
+        seen += count
+        if count and seen >= wanted:
             return round(bucket_value(bucket))
-    return round(bucket_value(max(histogram)))
+    return round(bucket_value(len(histogram) - 1))
 
 
 def _properties(cells: dict[tuple[str, str], _RangeCell], k: int) -> dict[str, list[dict[str, Any]]]:
@@ -290,26 +302,17 @@ def _distinct_ids(
     return {"distinct_ids": None if hidden else total, "distinct_ids_by_scope": shown}
 
 
-def _add_version_details(storage: Any, query: SummaryQuery, by_version: list[dict[str, Any]]) -> None:
+def _add_version_details(
+    by_version: list[dict[str, Any]],
+    cells: dict[tuple[str, str], _RangeCell],
+    histograms: dict[tuple[str, str], list[int]],
+    query: SummaryQuery,
+) -> None:
     """Give each shown version its failure rate and duration / memory percentiles."""
-    shown = {entry["value"] for entry in by_version if not entry.get("suppressed")}
-    version_filter = " AND version = ?" if query.version else " AND version <> ?"
-    rows = storage.read(
-        "SELECT version, dimension, value, SUM(runs), SUM(exits), SUM(failures) FROM rollup_cells"
-        " WHERE package_id = ? AND day >= ? AND day <= ? AND dimension IN ('total', 'duration', 'rss')"
-        + version_filter + " GROUP BY version, dimension, value",
-        (query.package_id, *query.day_params(), query.version or ALL_VERSIONS),
-    )
-    histograms: dict[tuple[str, str], dict[int, int]] = {}
-    rates: dict[str, float | None] = {}
-    for version, dimension, value, runs, exits, failures in rows:
-        key = version if version != "" else None
-        if dimension == "total":
-            rates[key] = round(int(failures) / int(exits), 4) if exits else None
-        else:
-            histograms.setdefault((key, dimension), {})[int(value)] = int(runs)
     for entry in by_version:
-        hidden = entry["value"] not in shown
-        entry["failure_rate"] = None if hidden else rates.get(entry["value"])
-        entry["duration_ms"] = _percentiles(histograms.get((entry["value"], "duration"), {}), hidden=hidden)
-        entry["peak_rss_kib"] = _percentiles(histograms.get((entry["value"], "rss"), {}), hidden=hidden)
+        version = entry["value"] if entry["value"] is not None else ""
+        hidden = bool(entry.get("suppressed"))
+        cell = cells.get(("total", "")) if query.version else cells.get(("version", version))
+        entry["failure_rate"] = None if hidden or cell is None else _rate(cell)
+        entry["duration_ms"] = _percentiles(histograms.get((version, "duration")), hidden=hidden)
+        entry["peak_rss_kib"] = _percentiles(histograms.get((version, "rss")), hidden=hidden)
