@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
 
 from plausipy.server._errors import NotFound, Unauthorized, Unprocessable
 
 if TYPE_CHECKING:
-    from starlette.responses import Response
-
     from plausipy.server._summary import SummaryQuery
 
 __all__ = ["router"]
