@@ -8,7 +8,9 @@ without pulling in anything else.
 >>> plausipy.app(key="sayrrCCNbXY70ci6xHn8qlYwKyAUawgp", name="acme")  # doctest: +SKIP
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` and no importlib here: the start-up hook
+# imports this module in every process, and each would be a module load of its own.
+import sys
 
 __version__ = "0.7.0"
 
@@ -21,12 +23,11 @@ def __getattr__(name: str) -> object:
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'plausipy' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module_name), name)
+    __import__(module_name)
+    value = getattr(sys.modules[module_name], name)
     globals()[name] = value
     return value
 
 
-def __dir__() -> list[str]:
+def __dir__() -> "list[str]":
     return sorted(set(globals()) | set(__all__))

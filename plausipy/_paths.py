@@ -26,20 +26,9 @@ __all__ = [
 
 APP = "plausipy"
 
-
-def _home() -> str:
-    home = os.path.expanduser("~")
-    if home == "~" or not home:
-        # No HOME and no passwd entry: a temp dir beats raising at exit.
-        import tempfile
-
-        home = os.path.join(tempfile.gettempdir(), f"{APP}-{os.getuid() if hasattr(os, 'getuid') else 'user'}")
-    return home
-
-
-def _override(sub: str) -> str | None:
-    root = os.environ.get("PLAUSIPY_HOME")
-    return os.path.join(os.path.abspath(root), sub) if root else None
+# The start-up hook must find its cache without importing this module, so the
+# home, the PLAUSIPY_HOME override and the cache dir are defined there.
+from plausipy._bootstrap import cache_dir, index_cache_file, state_override as _override, user_home as _home  # noqa: E402
 
 
 def _windows_local_appdata() -> str:
@@ -70,18 +59,6 @@ def data_dir() -> str:
     return os.path.join(os.environ.get("XDG_DATA_HOME", "").strip() or os.path.join(_home(), ".local", "share"), APP)
 
 
-def cache_dir() -> str:
-    """The key index cache: ``~/.cache/plausipy`` on Linux."""
-    override = _override("cache")
-    if override:
-        return override
-    if sys.platform == "win32":
-        return os.path.join(_windows_local_appdata(), APP, APP, "Cache")
-    if sys.platform == "darwin":
-        return os.path.join(_home(), "Library", "Caches", APP)
-    return os.path.join(os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(_home(), ".cache"), APP)
-
-
 def policy_file() -> str:
     """The user's choices, human-readable: ``~/.config/plausipy/policy.toml``."""
     return os.path.join(config_dir(), "policy.toml")
@@ -110,12 +87,3 @@ def sender_lock_file() -> str:
 def problems_file() -> str:
     """Why plausipy stepped aside, for ``plausipy status``: ``~/.local/share/plausipy/problems.log``."""
     return os.path.join(data_dir(), "problems.log")
-
-
-def index_cache_file() -> str:
-    """The key index of this environment: ``~/.cache/plausipy/index-<hash>.marshal``."""
-    # FNV-1a of sys.prefix: one cache file per environment, no hashlib at start-up.
-    digest = 0xCBF29CE484222325
-    for char in sys.prefix:
-        digest = ((digest ^ ord(char)) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return os.path.join(cache_dir(), f"index-{sys.version_info[0]}{sys.version_info[1]}-{digest:016x}.marshal")

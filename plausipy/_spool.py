@@ -34,10 +34,10 @@ def write_spool(records: list[dict[str, object]], directory: str | None = None) 
     temporary = os.path.join(directory, name + ".tmp")
     final = os.path.join(directory, name + SPOOL_SUFFIX)
     payload = marshal.dumps({"v": _FORMAT, "records": records})
+    # No fsync: the rename makes the file appear whole or not at all, which is what
+    # the sender needs; an fsync would cost the exiting program milliseconds.
     with open(temporary, "wb") as handle:
         handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
     os.replace(temporary, final)
     return final
 

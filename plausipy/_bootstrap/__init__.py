@@ -1,20 +1,19 @@
 """The start-up hook: what ``plausipy.pth`` (and ``plausipy.start``) run in every process.
 
-Budget: a fraction of a millisecond (DESIGN.md §3). So this module imports
-nothing that ``site`` has not imported already (``sys``, ``os``) plus the
-built-in ``marshal``, ``time`` and ``atexit``; it reads one small cached file
-and installs one meta-path watcher. Everything else waits until a tracked
-package is imported, and the heavy part waits until exit.
+Budget: a fraction of a millisecond (DESIGN.md §3), with or without ``.pyc``
+files. So this module is small, imports nothing that ``site`` has not
+imported already (``sys``, ``os``) beyond the built-in ``marshal``, ``time``
+and ``atexit``, reads one small cached file and installs one meta-path
+watcher. It does without ``from __future__ import annotations`` (a module
+load of its own at every start), so its annotations are quoted. Everything
+that runs later lives in :mod:`plausipy._bootstrap._runtime`::
 
     start()                      kill switches ─► load the cached key index ─► install_watcher()
-    _Watcher.find_spec(name)     one dict lookup; a tracked name ─► plausipy._registry
-    _at_exit()                   reconcile with sys.modules ─► plausipy._exit.run_exit_hook()
+    _Watcher.find_spec(name)     one dict lookup; a tracked name ─► _runtime.seen()
+    _at_exit()                   _runtime.at_exit(): reconcile ─► plausipy._exit.run_exit_hook()
 
-Nothing here raises into the host: failures are written to the problems file
-for ``plausipy status`` and the hook steps aside.
+Nothing here raises into the host: failures are noted for ``plausipy status``.
 """
-
-from __future__ import annotations
 
 import atexit
 import marshal
@@ -22,25 +21,25 @@ import os
 import sys
 import time
 
-__all__ = ["disabled_reason", "index", "install_exit_hook", "start"]
+__all__ = ["cache_dir", "disabled_reason", "index", "index_cache_file", "install_exit_hook", "start"]
 
 #: Bumped whenever the layout of the cached index changes.
 INDEX_FORMAT = 2
+_FALSE_WORDS = ("", "0", "false", "no", "off")
 
 _started = False
 _exit_hook_installed = False
 #: Interpreter start, as near as the hook can see it.
 started_at = time.time()
 #: Why the hook stepped aside, if it did (shown by ``plausipy status``/``doctor``).
-disabled_reason: str | None = None
+disabled_reason: "str | None" = None
 #: Import name -> (distribution, version, key, scope, endpoint or None).
-index: dict[str, tuple[str, str, str, str, str | None]] = {}
-_watcher: _Watcher | None = None
+index: "dict[str, tuple[str, str, str, str, str | None]]" = {}
+#: The one watcher on ``sys.meta_path``, while it has names to watch.
+watcher: "_Watcher | None" = None
 
-_FALSE_WORDS = ("", "0", "false", "no", "off")
 
-
-def kill_switch() -> str | None:
+def kill_switch() -> "str | None":
     """The reason plausipy must do nothing in this process, or None (DESIGN.md §7)."""
     environ = os.environ
     for name in ("DO_NOT_TRACK", "PLAUSIPY_DISABLE"):
@@ -48,20 +47,6 @@ def kill_switch() -> str | None:
             return f"{name} is set"
     if environ.get("PLAUSIPY_PARENT") or environ.get("PLAUSIPY_SENDER"):
         # A child of an instrumented process (or our own sender) neither reports nor asks.
-        return "started by a process that plausipy already watches"
-    return None
-
-
-def kill_switch_for_registration() -> str | None:
-    """Like :func:`kill_switch`, but a process's own marker does not count against it."""
-    environ = os.environ
-    for name in ("DO_NOT_TRACK", "PLAUSIPY_DISABLE"):
-        if environ.get(name, "").strip().lower() not in _FALSE_WORDS:
-            return f"{name} is set"
-    if environ.get("PLAUSIPY_SENDER"):
-        return "this is plausipy's sender"
-    parent = environ.get("PLAUSIPY_PARENT")
-    if parent and parent != str(os.getpid()):
         return "started by a process that plausipy already watches"
     return None
 
@@ -82,10 +67,51 @@ def start() -> None:
         remember_problem("start-up hook", exc)
 
 
+# -- where the index cache lives (plausipy._paths builds on these) ---------------------------
+
+
+def user_home() -> str:
+    """The user's home directory, or a per-user temp dir when there is none."""
+    home = os.path.expanduser("~")
+    if home == "~" or not home:
+        import tempfile
+
+        home = os.path.join(tempfile.gettempdir(), f"plausipy-{os.getuid() if hasattr(os, 'getuid') else 'user'}")
+    return home
+
+
+def state_override(sub: str) -> "str | None":
+    """``$PLAUSIPY_HOME/<sub>`` when ``PLAUSIPY_HOME`` is set."""
+    root = os.environ.get("PLAUSIPY_HOME")
+    return os.path.join(os.path.abspath(root), sub) if root else None
+
+
+def cache_dir() -> str:
+    """The key index cache: ``~/.cache/plausipy`` on Linux (as platformdirs says)."""
+    override = state_override("cache")
+    if override:
+        return override
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA") or os.path.join(user_home(), "AppData", "Local")
+        return os.path.join(local, "plausipy", "plausipy", "Cache")
+    if sys.platform == "darwin":
+        return os.path.join(user_home(), "Library", "Caches", "plausipy")
+    return os.path.join(os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(user_home(), ".cache"), "plausipy")
+
+
+def index_cache_file() -> str:
+    """The key index of this environment: ``~/.cache/plausipy/index-<python>-<hash>.marshal``."""
+    # FNV-1a of sys.prefix: one cache file per environment, without hashlib.
+    digest = 0xCBF29CE484222325
+    for char in sys.prefix:
+        digest = ((digest ^ ord(char)) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return os.path.join(cache_dir(), f"index-{sys.version_info[0]}{sys.version_info[1]}-{digest:016x}.marshal")
+
+
 # -- the key index -------------------------------------------------------------------------
 
 
-def _fingerprint() -> tuple[tuple[str, int], ...]:
+def _fingerprint() -> "tuple[tuple[str, int], ...]":
     # Installing or removing a distribution changes its directory's mtime.
     stamps = []
     for entry in sys.path:
@@ -96,11 +122,9 @@ def _fingerprint() -> tuple[tuple[str, int], ...]:
     return tuple(stamps)
 
 
-def load_index() -> dict[str, tuple[str, str, str, str, str | None]]:
+def load_index() -> "dict[str, tuple[str, str, str, str, str | None]]":
     """The index for the current ``sys.path``: from the cache, else rebuilt once and cached."""
-    from plausipy import _paths
-
-    path = _paths.index_cache_file()
+    path = index_cache_file()
     fingerprint = _fingerprint()
     try:
         with open(path, "rb") as handle:
@@ -124,11 +148,13 @@ class _Watcher:
 
     __slots__ = ("tracked",)
 
-    def __init__(self, tracked: dict[str, tuple[str, str, str, str, str | None]]) -> None:
+    def __init__(self, tracked: "dict[str, tuple]") -> None:
         self.tracked = tracked
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
         if fullname in self.tracked:
+            from plausipy._bootstrap._runtime import seen
+
             seen(fullname)
         return None
 
@@ -138,54 +164,15 @@ class _Watcher:
 
 def install_watcher() -> None:
     """Put one watcher first on ``sys.meta_path`` for the names of the index."""
-    global _watcher
-    if _watcher is None:
-        _watcher = _Watcher(dict(index))
-        sys.meta_path.insert(0, _watcher)
+    global watcher
+    if watcher is None:
+        watcher = _Watcher(dict(index))
+        sys.meta_path.insert(0, watcher)
         install_exit_hook()
 
 
-def remove_watcher() -> None:
-    """Take the watcher off ``sys.meta_path`` (all seen, or plausipy disabled)."""
-    global _watcher
-    watcher, _watcher = _watcher, None
-    if watcher is not None:
-        try:
-            sys.meta_path.remove(watcher)
-        except ValueError:
-            pass
-
-
-def seen(name: str) -> None:
-    """A tracked top-level name is being imported (or was): register its distribution."""
-    watcher = _watcher
-    entry = watcher.tracked.pop(name, None) if watcher is not None else index.get(name)
-    if watcher is not None and not watcher.tracked:
-        remove_watcher()
-    if entry is None:
-        return
-    try:
-        from plausipy import _registry
-
-        _registry.register_from_index(name, entry)
-    except Exception as exc:
-        remember_problem(f"registering {name}", exc)
-
-
-def reconcile() -> None:
-    """Register tracked packages imported behind the watcher's back (another finder first)."""
-    watcher = _watcher
-    if watcher is None:
-        return
-    for name in [name for name in watcher.tracked if name in sys.modules]:
-        seen(name)
-
-
-# -- exit ----------------------------------------------------------------------------------
-
-
 def install_exit_hook() -> None:
-    """Register the one exit hook (cheap: the heavy module loads only if it has work)."""
+    """Register the one exit hook (cheap: the work loads only if there is any)."""
     global _exit_hook_installed
     if not _exit_hook_installed:
         _exit_hook_installed = True
@@ -194,32 +181,46 @@ def install_exit_hook() -> None:
 
 def _at_exit() -> None:
     try:
-        reconcile()
-        if "plausipy._registry" not in sys.modules:
-            return  # nothing was ever registered: no work, no imports
-        from plausipy import _exit
+        from plausipy._bootstrap._runtime import at_exit
 
-        _exit.run_exit_hook()
-    except BaseException as exc:  # not even KeyboardInterrupt escapes into the host's exit
-        remember_problem("exit hook", exc)
+        at_exit()
+    except BaseException:  # not even KeyboardInterrupt escapes into the host's exit
+        pass
+
+
+# -- used after start-up; kept here as the names the rest of plausipy calls -----------------
 
 
 def remember_problem(where: str, exc: BaseException) -> None:
     """Note why plausipy stepped aside, for ``plausipy status``; never raises."""
     try:
-        if os.environ.get("PLAUSIPY_DEBUG", "").strip().lower() not in _FALSE_WORDS:
-            import traceback
+        from plausipy._bootstrap._runtime import remember_problem as remember
 
-            sys.stderr.write(f"plausipy: {where} failed:\n")
-            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-        from plausipy import _paths
-
-        path = _paths.problems_file()
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        # Keep the file small: it is a hint for `plausipy status`, not a log.
-        if os.path.exists(path) and os.path.getsize(path) > 64 * 1024:
-            os.replace(path, path + ".old")
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(f"{time.time():.0f}\t{os.getpid()}\t{where}\t{type(exc).__name__}: {exc}\n")
+        remember(where, exc)
     except BaseException:
         pass
+
+
+def reconcile() -> None:
+    """Register tracked packages imported behind the watcher's back."""
+    from plausipy._bootstrap._runtime import reconcile as reconcile_modules
+
+    reconcile_modules()
+
+
+def remove_watcher() -> None:
+    """Take the watcher off ``sys.meta_path`` (all seen, or plausipy disabled)."""
+    global watcher
+    current, watcher = watcher, None
+    if current is not None:
+        try:
+            sys.meta_path.remove(current)
+        except ValueError:
+            pass
+
+
+def kill_switch_for_registration() -> "str | None":
+    """Like :func:`kill_switch`, but a process's own marker does not count against it."""
+    from plausipy._bootstrap._runtime import kill_switch_for_registration as check
+
+    return check()
