@@ -88,6 +88,7 @@ def start_empty_server(workers: int) -> tuple[subprocess.Popen[bytes], int]:
     command = [
         sys.executable, "-m", "uvicorn", "--factory", "bench_ingest:empty_app", "--app-dir", str(HERE),
         "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+        "--http", "plausipy.server._cli:NoDelayH11Protocol",  # exactly as `plausipy server run`
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_health(port, process)
