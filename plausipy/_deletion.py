@@ -35,21 +35,6 @@ MAX_ITEMS_PER_REQUEST = 1000
 REQUEST_TIMEOUT_SECONDS = 10.0
 NEVER_SENT = ("queued", "expired", "rejected")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS deletions (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    endpoint     TEXT NOT NULL,
-    key          TEXT NOT NULL,
-    run_ids      TEXT NOT NULL,
-    uids         TEXT NOT NULL,
-    created      REAL NOT NULL,
-    status       TEXT NOT NULL DEFAULT 'queued',
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    last_attempt REAL,
-    deleted      INTEGER,
-    answer       TEXT
-)
-"""
 
 
 @dataclass
@@ -82,9 +67,7 @@ class DeletionPlan:
 
 
 def _connection(ledger: Ledger):  # type: ignore[no-untyped-def]
-    connection = ledger._connection  # the ledger's one connection: one transaction seam
-    connection.execute(_SCHEMA)
-    return connection
+    return ledger._connection  # the ledger's one connection: one transaction seam
 
 
 def plan_deletion(ledger: Ledger, *, run_ids: Iterable[str] = (), package: str | None = None,

@@ -17,8 +17,11 @@ Tables (``PRAGMA user_version`` is the schema version, see ``_MIGRATIONS``):
 - ``problems``: what went wrong with local state (a corrupt ledger moved
   aside, an unreadable spool file), for ``plausipy status``.
 
-The next schema version adds a ``deletions`` table (issue 3): append a step
-to ``_MIGRATIONS``; never edit a step that has shipped.
+- ``deletions``: deletion requests per (collector, key) and what the collector
+  answered (:mod:`plausipy._deletion`).
+
+A new schema version appends a step to ``_MIGRATIONS``; never edit a step
+that has shipped.
 
 Status flow::
 
@@ -102,6 +105,22 @@ _MIGRATIONS: tuple[str, ...] = (
         id      INTEGER PRIMARY KEY AUTOINCREMENT,
         at      REAL NOT NULL,
         message TEXT NOT NULL
+    );
+    """,
+    # version 2: deletion requests waiting for (or answered by) a collector (plausipy._deletion)
+    """
+    CREATE TABLE deletions (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        endpoint     TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        run_ids      TEXT NOT NULL,
+        uids         TEXT NOT NULL,
+        created      REAL NOT NULL,
+        status       TEXT NOT NULL DEFAULT 'queued',
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        last_attempt REAL,
+        deleted      INTEGER,
+        answer       TEXT
     );
     """,
 )

@@ -15,7 +15,7 @@ import pytest
 
 from plausipy import _paths, _spool
 from plausipy._identity import load_or_create_secret, reset_secret
-from plausipy._ledger import BATCH_MAX_RECORDS, EXPIRY_SECONDS, Ledger, LedgerError, backoff_seconds
+from plausipy._ledger import BATCH_MAX_RECORDS, EXPIRY_SECONDS, Ledger, LedgerError, SCHEMA_VERSION, backoff_seconds
 from plausipy._record import WIRE_FIELDS, build_raw_record
 
 KEY_A = "Acme0000000000000000000000000001"
@@ -48,7 +48,7 @@ def ledger(home: Path):
 
 
 def test_a_new_ledger_has_the_current_schema_and_private_mode(ledger: Ledger) -> None:
-    assert ledger.schema_version() == 1
+    assert ledger.schema_version() == SCHEMA_VERSION == 2
     assert ledger.counts() == {"queued": 0, "sent": 0, "rejected": 0, "expired": 0, "deleted": 0}
     if os.name == "posix":
         assert stat.S_IMODE(os.stat(ledger.path).st_mode) == 0o600
