@@ -43,6 +43,7 @@ import sys
 from array import array
 from collections import Counter
 from itertools import compress, repeat
+from operator import itemgetter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -322,7 +323,7 @@ class _Column:
 
     dimension: str | list[str]  # one name for every value, or one name per value (properties)
     values: list[str]
-    records: list[int]  # the index of the record each value belongs to
+    records: list[int] | None  # the record each value belongs to; None: one value per record, in order
 
 
 def compute_day(raw_rows: Iterable[Sequence[Any]]) -> DayRollup:
@@ -370,7 +371,7 @@ def _histograms(rollup: DayRollup, rows: list[Sequence[Any]], versions: list[str
 
 
 def _columns(rows: list[Sequence[Any]]) -> Iterator[_Column]:
-    every = list(range(len(rows)))
+    every = None  # the column has one value per record
     yield _Column("total", [""] * len(rows), every)
     yield _Column("scope", [row[1] or "" for row in rows], every)
     yield _Column("version", [row[2] or "" for row in rows], every)
@@ -392,18 +393,23 @@ def _count_column(
     cells: dict[CellKey, Cell],
     column: _Column,
     versions: list[str] | None,
-    identities: list[object],
-    has_exit: list[bool],
-    failed: list[bool],
+    identities: Sequence[object],
+    has_exit: Sequence[bool],
+    failed: Sequence[bool],
 ) -> None:
     records = column.records
-    version_of = repeat(ALL_VERSIONS) if versions is None else [versions[number] for number in records]
+    if records is None:  # a value for every record: use the day's lists as they are
+        version_of: Iterable[str] = repeat(ALL_VERSIONS) if versions is None else versions
+    else:
+        pick = itemgetter(*records) if len(records) > 1 else (lambda values: tuple(values[number] for number in records))
+        version_of = repeat(ALL_VERSIONS) if versions is None else pick(versions)
+        identities, has_exit, failed = pick(identities), pick(has_exit), pick(failed)
     names = repeat(column.dimension) if isinstance(column.dimension, str) else column.dimension
     keys = list(zip(version_of, names, column.values))
     runs = Counter(keys)
-    exits = Counter(compress(keys, [has_exit[number] for number in records]))
-    failures = Counter(compress(keys, [failed[number] for number in records]))
-    distinct = Counter(key for key, _ in set(zip(keys, [identities[number] for number in records])))
+    exits = Counter(compress(keys, has_exit))
+    failures = Counter(compress(keys, failed))
+    distinct = Counter(map(itemgetter(0), set(zip(keys, identities))))
     for key, count in runs.items():
         cells[key] = Cell(count, exits[key], failures[key], distinct[key])
 
@@ -451,14 +457,19 @@ def _property_text(value: object) -> str:
     return str(value)
 
 
-def refresh_dirty_days(storage: Any, package_id: int) -> int:
-    """Recompute the rollups of every day ``dirty_days`` marks for a package; return how many.
+def refresh_dirty_days(storage: Any, package_id: int, first_day: str | None = None, last_day: str | None = None) -> int:
+    """Recompute the rollups of the days ``dirty_days`` marks for a package (within a range); return how many.
 
     Each day is one transaction: the mark is removed first, then the raw
     records are read, so a record ingested meanwhile either is read here or
-    marks the day again for the next refresh — never lost.
+    marks the day again for the next refresh — never lost. Days outside the
+    range stay marked until a summary covers them.
     """
-    days = [_day_text(row[0]) for row in storage.read("SELECT day FROM dirty_days WHERE package_id = ?", (package_id,))]
+    sql, params = "SELECT day FROM dirty_days WHERE package_id = ?", [package_id]
+    if first_day is not None and last_day is not None:
+        sql += " AND day >= ? AND day <= ?"
+        params += [first_day, last_day]
+    days = [_day_text(row[0]) for row in storage.read(sql, params)]
     for day in sorted(days):
         refresh_day(storage, package_id, day)
     return len(days)

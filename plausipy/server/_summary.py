@@ -114,7 +114,7 @@ def query_from_parameters(
 
 def build_summary(storage: Any, query: SummaryQuery) -> dict[str, Any]:
     """Refresh the package's dirty days, then return its summary as JSON-ready data."""
-    refresh_dirty_days(storage, query.package_id)
+    refresh_dirty_days(storage, query.package_id, *query.day_params())
     cells = _read_cells(storage, query)
     histograms = _read_histograms(storage, query)
     total = cells.get(("total", ""))

@@ -271,6 +271,16 @@ def test_new_records_mark_their_day_and_the_next_summary_counts_them(storage: An
     assert summarize(storage, package_id)["runs"] == 8
 
 
+def test_only_the_days_of_the_range_are_rolled_up(storage: Any) -> None:
+    package_id = create_package(storage)
+    insert_records(storage, package_id, [make_record(uid=f"a{n}", day=day) for n in range(5) for day in (DAY1, DAY3)])
+
+    assert summarize(storage, package_id, first=DAY3, last=DAY3)["runs"] == 5
+
+    assert [str(row[0]) for row in storage.read("SELECT day FROM dirty_days")] == [DAY1.isoformat()]
+    assert summarize(storage, package_id)["runs"] == 10
+
+
 def test_aggregates_survive_retention_of_raw_records(storage: Any) -> None:
     package_id = create_package(storage)
     insert_records(storage, package_id, [make_record(uid=f"a{n}") for n in range(5)])
