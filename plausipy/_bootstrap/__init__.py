@@ -181,6 +181,12 @@ def install_exit_hook() -> None:
 
 def _at_exit() -> None:
     try:
+        # Most processes never import a tracked package: they leave without loading anything.
+        current = watcher
+        if "plausipy._registry" not in sys.modules and (
+            current is None or not any(name in sys.modules for name in current.tracked)
+        ):
+            return
         from plausipy._bootstrap._runtime import at_exit
 
         at_exit()
