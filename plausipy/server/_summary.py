@@ -118,15 +118,17 @@ def build_summary(storage: Any, query: SummaryQuery) -> dict[str, Any]:
     cells = _read_cells(storage, query)
     histograms = _read_histograms(storage, query)
     total = cells.get(("total", ""))
-    total_hidden = total is None or total.distinct_ids < query.k
+    # No runs at all describes nobody: shown as 0, not hidden.
+    total = total or _RangeCell(runs=0, exits=0, failures=0, distinct_ids=query.k)
+    total_hidden = total.distinct_ids < query.k
     summary: dict[str, Any] = {
         "from": query.first_day.isoformat(),
         "to": query.last_day.isoformat(),
         "version": query.version,
         "k": query.k,
-        "runs": None if total_hidden or total is None else total.runs,
-        "suppressed": total_hidden and total is not None,
-        "failure_rate": None if total_hidden or total is None else _rate(total),
+        "runs": None if total_hidden else total.runs,
+        "suppressed": total_hidden,
+        "failure_rate": None if total_hidden else _rate(total),
         "versions": _versions(storage, query),
         "by_day": _by_day(storage, query),
         "duration_ms": _percentiles(histograms.get((query.version_key, "duration")), hidden=total_hidden),
@@ -137,7 +139,7 @@ def build_summary(storage: Any, query: SummaryQuery) -> dict[str, Any]:
     for dimension in CATEGORY_DIMENSIONS:
         summary[f"by_{dimension}"] = _category(cells, dimension, query.k)
     if query.version:
-        summary["by_version"] = _category(cells, "version", query.k, only=query.version, total=total)
+        summary["by_version"] = _category(cells, "version", query.k, only=query.version, total=cells.get(("total", "")))
     _add_version_details(summary["by_version"], cells, histograms, query)
     return summary
 
