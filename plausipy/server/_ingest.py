@@ -387,9 +387,15 @@ def store_batch(storage: Storage, package_id: int, records: list[WireRecord]) ->
     parameters: list[Any] = []
     for record in records:
         parameters.extend(_row(package_id, record, received_at))
-    with storage.transaction() as tx:
-        accepted = tx.execute(_insert_sql(len(records)), parameters).rowcount
-        mark_days_dirty(tx, package_id, (record.hour[:10] for record in records))
+    days = {record.hour[:10] for record in records}
+
+    def insert(tx: Any) -> int:
+        accepted = int(tx.execute(_insert_sql(len(records)), parameters).rowcount)
+        mark_days_dirty(tx, package_id, days)
+        return accepted
+
+    # A batch is all or nothing; concurrent batches may share one commit.
+    accepted = storage.run_in_transaction(insert)
     return accepted, len(records) - accepted
 
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from plausipy.server._errors import ServiceUnavailable
 
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 Params = Sequence[Any]
+T = TypeVar("T")
 
 #: How long an SQLite writer waits for the lock before the request gets a 503.
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -82,6 +84,10 @@ class Storage(Protocol):
 
     def transaction(self) -> Any:
         """A context manager yielding a :class:`Transaction`; commits on success."""
+        ...
+
+    def run_in_transaction(self, work: Callable[[Transaction], T]) -> T:
+        """``work(tx)`` all or nothing; the backend may commit it together with others' work."""
         ...
 
     def close(self) -> None:
@@ -151,6 +157,18 @@ class _SQLiteTransaction:
         return self._connection.execute(sql, params)  # type: ignore[no-any-return]
 
 
+class _PendingWork:
+    """One caller's share of a group commit."""
+
+    __slots__ = ("done", "error", "result", "work")
+
+    def __init__(self, work: Callable[[Any], Any]) -> None:
+        self.work = work
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
 class SQLiteStorage:
     """The default backend: one SQLite file in WAL mode, shared by all threads and workers."""
 
@@ -166,6 +184,8 @@ class SQLiteStorage:
         # release wakes the next one at once, instead of in SQLite's busy
         # handler, which sleeps 1, 2, 5, 10… ms between tries.
         self._write_lock = threading.Lock()
+        self._waiting: list[_PendingWork] = []
+        self._waiting_lock = threading.Lock()
 
     def _connect(self) -> Any:
         import sqlite3
@@ -209,6 +229,60 @@ class SQLiteStorage:
                 yield transaction
         finally:
             self._write_lock.release()
+
+    def run_in_transaction(self, work: Callable[[Transaction], T]) -> T:
+        """Group commit: whoever holds the write lock commits all work queued so far.
+
+        Each piece of work runs inside its own SAVEPOINT, so one that fails
+        is rolled back alone and its caller gets the error; a failure of the
+        transaction itself (lock timeout, disk) reaches every caller in it.
+        """
+        pending = _PendingWork(work)
+        with self._waiting_lock:
+            self._waiting.append(pending)
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while not pending.done.is_set():
+            if not self._write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                with self._waiting_lock:
+                    if pending in self._waiting:
+                        self._waiting.remove(pending)
+                        raise ServiceUnavailable("the database is busy; retry shortly", retry_after=1)
+                pending.done.wait()  # a leader took it: it finishes within its own timeout
+                break
+            try:
+                with self._waiting_lock:
+                    group, self._waiting = self._waiting, []
+                if group:
+                    self._commit_group(group)
+            finally:
+                self._write_lock.release()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result  # type: ignore[no-any-return]
+
+    def _commit_group(self, group: list[_PendingWork]) -> None:
+        import sqlite3
+
+        try:
+            with self._locked_transaction() as tx:
+                for pending in group:
+                    tx.execute("SAVEPOINT work")
+                    try:
+                        pending.result = pending.work(tx)
+                    except sqlite3.OperationalError:
+                        raise  # the connection or the lock: the whole group fails
+                    except Exception as exc:  # noqa: BLE001 - handed to its caller
+                        tx.execute("ROLLBACK TO work")
+                        pending.error = exc
+                    tx.execute("RELEASE work")
+        except BaseException as exc:
+            for pending in group:
+                if pending.error is None:
+                    pending.error = exc
+                    pending.result = None
+        finally:
+            for pending in group:
+                pending.done.set()
 
     @contextmanager
     def _locked_transaction(self) -> Iterator[_SQLiteTransaction]:
@@ -331,6 +405,11 @@ class PostgresStorage:
                 self._pool.release(connection)
             raise
         self._pool.release(connection)
+
+    def run_in_transaction(self, work: Callable[[Transaction], T]) -> T:
+        """``work(tx)`` in a transaction of its own: PostgreSQL takes concurrent writers."""
+        with self.transaction() as tx:
+            return work(tx)
 
     def close(self) -> None:
         self._pool.close()

@@ -1,0 +1,83 @@
+"""The storage seam on real SQLite files: group commit keeps each caller's work all or nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from plausipy.server._errors import ServiceUnavailable
+from plausipy.server._schema import migrate
+from plausipy.server._storage import open_storage
+
+
+@pytest.fixture
+def storage(sqlite_url):
+    opened = open_storage(sqlite_url, sqlite_busy_timeout_ms=300)
+    migrate(opened)
+    yield opened
+    opened.close()
+
+
+def test_concurrent_work_commits_except_the_piece_that_fails(storage):
+    start = threading.Barrier(12)
+    outcomes: dict[int, object] = {}
+
+    def work_for(index: int):
+        def work(tx):
+            tx.execute("INSERT INTO dirty_days (package_id, day) VALUES (?, ?)", (index, "2026-01-01"))
+            if index == 5:
+                raise ValueError("this caller's own failure")
+            return index
+
+        return work
+
+    def caller(index: int) -> None:
+        start.wait()
+        try:
+            outcomes[index] = storage.run_in_transaction(work_for(index))
+        except ValueError as exc:
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=caller, args=(index,)) for index in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert isinstance(outcomes[5], ValueError)
+    assert {index: outcome for index, outcome in outcomes.items() if index != 5} == {i: i for i in range(12) if i != 5}
+    stored = {row[0] for row in storage.read("SELECT package_id FROM dirty_days")}
+    assert stored == set(range(12)) - {5}
+
+
+def test_a_locked_file_is_service_unavailable_and_stores_nothing(storage, sqlite_url):
+    blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(ServiceUnavailable) as raised:
+            storage.run_in_transaction(
+                lambda tx: tx.execute("INSERT INTO dirty_days (package_id, day) VALUES (1, '2026-01-01')").rowcount
+            )
+        assert raised.value.retry_after and raised.value.retry_after >= 1
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert storage.read("SELECT COUNT(*) FROM dirty_days") == [(0,)]
+    assert storage.run_in_transaction(lambda tx: 7) == 7, "usable again once the lock is gone"
+
+
+def test_question_marks_work_on_both_dialects_through_one_api(storage):
+    with storage.transaction() as tx:
+        tx.execute("INSERT INTO dirty_days (package_id, day) VALUES (?, ?)", (3, "2026-02-03"))
+    assert storage.read("SELECT day FROM dirty_days WHERE package_id = ?", (3,)) == [("2026-02-03",)]
+    with pytest.raises(ValueError):
+        with storage.transaction() as tx:
+            tx.execute("DELETE FROM dirty_days")
+            raise ValueError("roll back")
+    assert storage.read("SELECT COUNT(*) FROM dirty_days") == [(1,)]
+
+
+def test_unknown_url_schemes_are_refused():
+    with pytest.raises(ValueError, match="unsupported database URL"):
+        open_storage("mysql://localhost/db")
