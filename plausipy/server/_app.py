@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +69,6 @@ class Settings:
     retention_interval_seconds: float = 3600.0  # PLAUSIPY_RETENTION_INTERVAL: 0 turns the task off
     sqlite_busy_timeout_ms: int = 5000  # PLAUSIPY_SQLITE_BUSY_TIMEOUT_MS: wait for the lock, then 503
     allow_signup: bool = True  # PLAUSIPY_ALLOW_SIGNUP=0 closes /signup (use the admin CLI)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_environment(cls) -> Settings:

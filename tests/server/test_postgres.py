@@ -79,3 +79,45 @@ def test_migrate_command_is_idempotent_on_postgresql(postgres_url):
         )
         assert result.returncode == 0, result.stderr
         assert "schema version 1" in result.stdout
+
+
+def test_portal_sign_up_and_package_on_postgresql(server_factory, postgres_url, rows):
+    import re
+
+    base_url = server_factory(postgres_url)
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/signup").text).group(1)
+        signed_up = client.post("/signup", data={"email": "pg@example.org", "password": "long enough", "csrf_token": token})
+        assert signed_up.status_code == 303
+        page = client.get("/packages")
+        assert page.status_code == 200 and "pg@example.org" in page.text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        created = client.post("/packages", data={"name": "pg-lib", "csrf_token": token})
+        assert created.status_code == 303
+        assert 'id="package-key"' in client.get("/packages/pg-lib").text
+        tokens = client.post("/tokens", data={"csrf_token": token, "label": "ci"})
+        assert tokens.status_code == 200
+    assert rows(postgres_url, "SELECT name, k_threshold, retention_days FROM packages") == [("pg-lib", 5, 395)]
+
+
+def test_retention_on_postgresql(postgres_url, package_factory, rows):
+    from click.testing import CliRunner
+
+    from plausipy.server._cli import server
+
+    package_factory(postgres_url, "old-lib")
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        package_id = connection.execute("SELECT id FROM packages").fetchone()[0]
+        for age in ("400 days", "2 days"):
+            connection.execute(
+                "INSERT INTO records (package_id, run_id, uid_hash, scope, version, role, hour, day, received_at)"
+                " VALUES (%s, gen_random_uuid()::text, 'h', 'package', '1', 'lib', now() - %s::interval,"
+                " (now() - %s::interval)::date, now())",
+                (package_id, age, age),
+            )
+    result = CliRunner().invoke(server, ["purge", "--database", postgres_url])
+    assert result.exit_code == 0, result.output
+    assert "deleted 1 expired record(s)" in result.output
+    assert rows(postgres_url, "SELECT COUNT(*) FROM records") == [(1,)]
