@@ -193,7 +193,10 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         error = CollectorError(str(exc.detail))
         error.status = exc.status_code
-        return render_error(request, error)
+        response = render_error(request, error)
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value  # e.g. Allow on a 405
+        return response
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         # Log the traceback, never the request line or the client address.

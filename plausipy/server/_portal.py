@@ -221,6 +221,8 @@ def login(
     next: str = Form("/packages"),  # noqa: A002
 ) -> Response:
     check_csrf(request, csrf_token)
+    # Password guessing costs a token from the same per-address bucket as ingest.
+    request.app.state.address_limiter.check(request.client.host if request.client else "unknown", "address")
     user = verify_login(_storage(request), email, password)
     if user is None:
         return _page(request, "login.html", status_code=401, error="Wrong e-mail or password.", email=email, next=_safe_next(next))
