@@ -104,14 +104,61 @@ def _print_importtime(venv: harness.Venv, env: dict[str, str], cwd: Path, minor:
             print("  " + line)
 
 
+def instructions(workspace: harness.Workspace, pythons: dict[str, str]) -> None:
+    """Instructions executed by `python -c pass` per layout, counted by callgrind.
+
+    CPU time on a shared machine moves by tens of percent; instruction counts
+    are the same run after run, so they show what the hook itself adds.
+    """
+    import shutil
+    import tempfile
+
+    if shutil.which("valgrind") is None:
+        print("\n(valgrind not installed: no instruction counts)")
+        return
+    rows = []
+    for minor, python in pythons.items():
+        layouts = workspace.layouts(python)
+        env = workspace.env(workspace.home(f"instructions-{minor}"))
+        for with_pyc in (True, False):
+            for venv in (layouts.installed, layouts.empty):
+                if with_pyc:
+                    harness.compile_plausipy(venv)
+                else:
+                    harness.remove_plausipy_pyc(venv)
+            counts = {}
+            for name, venv in layouts.all().items():
+                subprocess.run([venv.python, "-c", "pass"], env=env, cwd=workspace.cwd, check=True)  # warm the index cache
+                with tempfile.TemporaryDirectory() as scratch:
+                    out = Path(scratch) / "callgrind.out"
+                    result = subprocess.run(
+                        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", venv.python, "-c", "pass"],
+                        env=env, cwd=workspace.cwd, capture_output=True, text=True, check=True,
+                    )
+                collected = [line for line in result.stderr.splitlines() if "Collected :" in line]
+                counts[name] = int(collected[-1].split(":")[-1].strip())
+            bare, empty, installed = counts["bare"], counts["empty"], counts["installed"]
+            rows.append([minor, "with" if with_pyc else "without", f"{bare / 1e6:.2f}", f"{empty / 1e6:.2f}",
+                         f"{installed / 1e6:.2f}", f"{(installed - empty) / 1e6:+.3f}", f"{(installed - bare) / 1e6:+.3f}",
+                         f"{installed / bare:.3f}"])
+    harness.print_table(
+        "start-up: `python -c pass`, instructions executed (millions, callgrind; repeatable on a busy machine)",
+        ["python", ".pyc", "bare", "empty", "installed", "own work (inst−empty)", "total (inst−bare)", "inst/bare"],
+        rows,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=200, help="rotated rounds per layout (default 200)")
     parser.add_argument("--python", action="append", help="minor version, e.g. 3.12 (repeatable)")
+    parser.add_argument("--no-instructions", action="store_true", help="skip the callgrind instruction counts")
     options = parser.parse_args(argv)
     pythons = harness.find_interpreters(options.python or harness.DEFAULT_MINORS)
     with harness.Workspace() as workspace:
         run(workspace, pythons, options.rounds)
+        if not options.no_instructions:
+            instructions(workspace, pythons)
 
 
 if __name__ == "__main__":
