@@ -15,6 +15,9 @@ So every (package, day) is folded once into two small tables:
     one HyperLogLog sketch per (package, version, day, scope) of the user and
     package scope IDs, so the distinct IDs of any date range can be estimated
     by merging daily sketches (about 3 % error; exact-ish below a few hundred).
+``rollup_refreshes``
+    when each (package, day) was last rolled up and what it cost (see
+    :func:`refresh_dirty_days` on busy days).
 ``rollup_histograms``
     one log-scale histogram per (package, version, day, measure) of
     ``duration_ms`` and ``peak_rss_kib`` (:data:`HISTOGRAM_BUCKETS` unsigned
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from array import array
 from collections import Counter
 from itertools import compress, repeat
@@ -72,6 +76,10 @@ BUCKETS_PER_DOUBLING = 8
 HISTOGRAM_BUCKETS = 264
 #: The measures kept as histograms, and their column in a raw row.
 MEASURES = (("duration", 4), ("rss", 5))
+#: A day whose roll-up takes longer than this (ms) is "busy" ...
+BUSY_DAY_MS = 250.0
+#: ... and is rolled up again at most this often (seconds).
+BUSY_DAY_INTERVAL_S = 60.0
 #: HyperLogLog precision: 2 ** 10 registers, about 3.25 % standard error.
 SKETCH_BITS = 10
 SKETCH_REGISTERS = 1 << SKETCH_BITS
@@ -110,6 +118,13 @@ ROLLUP_DDL: dict[str, list[str]] = {
             counts BLOB NOT NULL,
             PRIMARY KEY (package_id, version, day, measure)
         ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS rollup_refreshes (
+            package_id INTEGER NOT NULL,
+            day TEXT NOT NULL,
+            refreshed_at REAL NOT NULL,
+            cost_ms REAL NOT NULL,
+            PRIMARY KEY (package_id, day)
+        ) WITHOUT ROWID""",
     ],
     "postgresql": [
         """CREATE TABLE IF NOT EXISTS rollup_cells (
@@ -139,6 +154,13 @@ ROLLUP_DDL: dict[str, list[str]] = {
             measure TEXT NOT NULL,
             counts BYTEA NOT NULL,
             PRIMARY KEY (package_id, version, day, measure)
+        )""",
+        """CREATE TABLE IF NOT EXISTS rollup_refreshes (
+            package_id BIGINT NOT NULL,
+            day TEXT NOT NULL,
+            refreshed_at DOUBLE PRECISION NOT NULL,
+            cost_ms DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (package_id, day)
         )""",
     ],
 }
@@ -457,26 +479,54 @@ def _property_text(value: object) -> str:
     return str(value)
 
 
-def refresh_dirty_days(storage: Any, package_id: int, first_day: str | None = None, last_day: str | None = None) -> int:
+def refresh_dirty_days(
+    storage: Any,
+    package_id: int,
+    first_day: str | None = None,
+    last_day: str | None = None,
+    *,
+    busy_day_ms: float = BUSY_DAY_MS,
+    busy_day_interval_s: float = BUSY_DAY_INTERVAL_S,
+    now: float | None = None,
+) -> int:
     """Recompute the rollups of the days ``dirty_days`` marks for a package (within a range); return how many.
 
     Each day is one transaction: the mark is removed first, then the raw
     records are read, so a record ingested meanwhile either is read here or
     marks the day again for the next refresh — never lost. Days outside the
     range stay marked until a summary covers them.
+
+    A *busy* day, whose last roll-up took more than ``busy_day_ms``, is rolled
+    up again at most every ``busy_day_interval_s`` seconds: while a popular
+    package receives records all day, its dashboard may lag the newest ones
+    by up to a minute instead of re-reading tens of thousands of records on
+    every view. Quiet days are always current.
     """
     sql, params = "SELECT day FROM dirty_days WHERE package_id = ?", [package_id]
+    state_sql, state_params = "SELECT day, refreshed_at, cost_ms FROM rollup_refreshes WHERE package_id = ?", [package_id]
     if first_day is not None and last_day is not None:
         sql += " AND day >= ? AND day <= ?"
         params += [first_day, last_day]
+        state_sql += " AND day >= ? AND day <= ?"
+        state_params += [first_day, last_day]
     days = [_day_text(row[0]) for row in storage.read(sql, params)]
+    if not days:
+        return 0
+    last_refresh = {str(day): (float(at), float(cost)) for day, at, cost in storage.read(state_sql, state_params)}
+    now = time.time() if now is None else now
+    refreshed = 0
     for day in sorted(days):
+        at, cost = last_refresh.get(day, (0.0, 0.0))
+        if cost > busy_day_ms and now - at < busy_day_interval_s:
+            continue  # busy and fresh enough: the mark stays for a later view
         refresh_day(storage, package_id, day)
-    return len(days)
+        refreshed += 1
+    return refreshed
 
 
 def refresh_day(storage: Any, package_id: int, day: str) -> None:
     """Recompute one (package, day) from its raw records."""
+    started = time.perf_counter()
     with storage.transaction() as transaction:
         transaction.execute("DELETE FROM dirty_days WHERE package_id = ? AND day = ?", (package_id, day))
         raw_rows = _fetch(
@@ -493,6 +543,12 @@ def refresh_day(storage: Any, package_id: int, day: str) -> None:
                      list(rollup.sketch_rows(package_id, day)))
         _insert_many(transaction, "rollup_histograms (package_id, version, day, measure, counts)",
                      list(rollup.histogram_rows(package_id, day)))
+        cost_ms = (time.perf_counter() - started) * 1000
+        transaction.execute(
+            "INSERT INTO rollup_refreshes (package_id, day, refreshed_at, cost_ms) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (package_id, day) DO UPDATE SET refreshed_at = excluded.refreshed_at, cost_ms = excluded.cost_ms",
+            (package_id, day, time.time(), cost_ms),
+        )
 
 
 def _fetch(transaction: Any, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:

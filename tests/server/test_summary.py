@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -279,6 +280,19 @@ def test_only_the_days_of_the_range_are_rolled_up(storage: Any) -> None:
 
     assert [str(row[0]) for row in storage.read("SELECT day FROM dirty_days")] == [DAY1.isoformat()]
     assert summarize(storage, package_id)["runs"] == 10
+
+
+def test_a_busy_day_is_rolled_up_at_most_once_per_interval(storage: Any) -> None:
+    package_id = create_package(storage)
+    insert_records(storage, package_id, [make_record(uid=f"a{n}") for n in range(5)])
+    assert refresh_dirty_days(storage, package_id) == 1
+    insert_records(storage, package_id, [make_record(uid=f"b{n}") for n in range(3)])
+    every_day_is_busy = {"busy_day_ms": -1.0, "busy_day_interval_s": 60.0}
+
+    assert refresh_dirty_days(storage, package_id, **every_day_is_busy) == 0, "refreshed a moment ago: skipped"
+    assert storage.read("SELECT COUNT(*) FROM dirty_days")[0][0] == 1, "the mark stays for later"
+    assert refresh_dirty_days(storage, package_id, **every_day_is_busy, now=time.time() + 61) == 1
+    assert summarize(storage, package_id)["runs"] == 8
 
 
 def test_aggregates_survive_retention_of_raw_records(storage: Any) -> None:
