@@ -68,6 +68,7 @@ class Settings:
     key_cache_seconds: float = 10.0  # PLAUSIPY_KEY_CACHE_SECONDS: how long other workers honour a rotated key
     retention_interval_seconds: float = 3600.0  # PLAUSIPY_RETENTION_INTERVAL: 0 turns the task off
     sqlite_busy_timeout_ms: int = 5000  # PLAUSIPY_SQLITE_BUSY_TIMEOUT_MS: wait for the lock, then 503
+    pg_statement_timeout_ms: int = 15000  # PLAUSIPY_PG_STATEMENT_TIMEOUT_MS: a slower statement is cancelled: 503
     allow_signup: bool = True  # PLAUSIPY_ALLOW_SIGNUP=0 closes /signup (use the admin CLI)
 
     @classmethod
@@ -83,6 +84,7 @@ class Settings:
             key_cache_seconds=_env_number("PLAUSIPY_KEY_CACHE_SECONDS", defaults.key_cache_seconds),
             retention_interval_seconds=_env_number("PLAUSIPY_RETENTION_INTERVAL", defaults.retention_interval_seconds),
             sqlite_busy_timeout_ms=int(_env_number("PLAUSIPY_SQLITE_BUSY_TIMEOUT_MS", defaults.sqlite_busy_timeout_ms)),
+            pg_statement_timeout_ms=int(_env_number("PLAUSIPY_PG_STATEMENT_TIMEOUT_MS", defaults.pg_statement_timeout_ms)),
             allow_signup=os.environ.get("PLAUSIPY_ALLOW_SIGNUP", "1").strip().lower() not in ("0", "false", "no"),
         )
 
@@ -150,7 +152,11 @@ def create_app(database_url: str | None = None, *, settings: Settings | None = N
     from plausipy.server._storage import open_storage
 
     settings = settings or Settings.from_environment()
-    storage = open_storage(database_url or settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    storage = open_storage(
+        database_url or settings.database_url,
+        sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        pg_statement_timeout_ms=settings.pg_statement_timeout_ms,
+    )
     migrate(storage)
 
     app = FastAPI(

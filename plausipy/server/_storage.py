@@ -42,6 +42,8 @@ T = TypeVar("T")
 
 #: How long an SQLite writer waits for the lock before the request gets a 503.
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 5000
+#: How long one PostgreSQL statement may run before it is cancelled (503).
+DEFAULT_PG_STATEMENT_TIMEOUT_MS = 15000
 
 
 def utc_now_text() -> str:
@@ -351,9 +353,10 @@ class PostgresStorage:
 
     dialect = "postgresql"
 
-    def __init__(self, url: str, *, connect_timeout_s: int = 5) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: int = 5, statement_timeout_ms: int = DEFAULT_PG_STATEMENT_TIMEOUT_MS) -> None:
         self.url = url
         self.connect_timeout_s = connect_timeout_s
+        self.statement_timeout_ms = statement_timeout_ms
         self._translations: dict[str, str] = {}
         self._pool = _Pool(self._connect, lambda connection: not (connection.closed or connection.broken))
 
@@ -362,7 +365,14 @@ class PostgresStorage:
 
         try:
             # autocommit: transaction() says BEGIN/COMMIT itself, like SQLite.
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=self.connect_timeout_s)
+            # A statement that waits longer than this (a lock, a slow disk)
+            # is cancelled, so the request gets a 503 instead of hanging.
+            return psycopg.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=self.connect_timeout_s,
+                options=f"-c statement_timeout={int(self.statement_timeout_ms)}",
+            )
         except psycopg.OperationalError as exc:
             raise ServiceUnavailable("the database is unreachable; retry shortly", retry_after=2) from exc
 
@@ -393,9 +403,11 @@ class PostgresStorage:
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             # Covers a restart mid-batch: the transaction never committed, so
             # nothing of the batch is stored; the client retries later.
-            self._pool.discard(connection)
             if isinstance(exc, psycopg.errors.QueryCanceled):
+                _rollback_quietly(connection)
+                self._pool.release(connection)
                 raise ServiceUnavailable("the database is slow; retry shortly", retry_after=5) from exc
+            self._pool.discard(connection)
             raise ServiceUnavailable("the database is unavailable; retry shortly", retry_after=2) from exc
         except BaseException:
             if connection.broken or connection.closed:
@@ -415,7 +427,12 @@ class PostgresStorage:
         self._pool.close()
 
 
-def open_storage(database_url: str | None = None, *, sqlite_busy_timeout_ms: int | None = None) -> Storage:
+def open_storage(
+    database_url: str | None = None,
+    *,
+    sqlite_busy_timeout_ms: int | None = None,
+    pg_statement_timeout_ms: int | None = None,
+) -> Storage:
     """The backend for a URL: ``postgresql://…`` or ``sqlite:///path`` (default: the user data dir).
 
     >>> open_storage("sqlite:////tmp/collector.sqlite3").dialect
@@ -423,7 +440,10 @@ def open_storage(database_url: str | None = None, *, sqlite_busy_timeout_ms: int
     """
     url = database_url or default_database_url()
     if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
-        return PostgresStorage(url.replace("postgresql+psycopg://", "postgresql://", 1))
+        return PostgresStorage(
+            url.replace("postgresql+psycopg://", "postgresql://", 1),
+            statement_timeout_ms=pg_statement_timeout_ms or DEFAULT_PG_STATEMENT_TIMEOUT_MS,
+        )
     if "://" in url and not url.startswith("sqlite:"):
         raise ValueError(f"unsupported database URL scheme: {url.split('://', 1)[0]!r} (use sqlite:/// or postgresql://)")
     return SQLiteStorage(

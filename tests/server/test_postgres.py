@@ -121,3 +121,19 @@ def test_retention_on_postgresql(postgres_url, package_factory, rows):
     assert result.exit_code == 0, result.output
     assert "deleted 1 expired record(s)" in result.output
     assert rows(postgres_url, "SELECT COUNT(*) FROM records") == [(1,)]
+
+
+def test_a_slow_database_is_503_not_a_hang(server_factory, postgres_url, package_factory, record_factory, rows):
+    import psycopg
+
+    package = package_factory(postgres_url)
+    base_url = server_factory(postgres_url, PLAUSIPY_PG_STATEMENT_TIMEOUT_MS="500")
+    assert post(base_url, "/api/v1/records", package["key"], {"records": [record_factory()]}).status_code == 202
+    with psycopg.connect(postgres_url) as blocker:
+        blocker.execute("LOCK TABLE records IN EXCLUSIVE MODE")  # held until the block ends
+        record = record_factory()
+        response = post(base_url, "/api/v1/records", package["key"], {"records": [record]})
+        assert response.status_code == 503, response.text
+        assert int(response.headers["Retry-After"]) >= 1
+    assert rows(postgres_url, "SELECT COUNT(*) FROM records WHERE run_id = ?", (record["run_id"],)) == [(0,)]
+    assert post(base_url, "/api/v1/records", package["key"], {"records": [record]}).json() == {"accepted": 1, "duplicates": 0}
