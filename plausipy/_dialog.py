@@ -358,7 +358,7 @@ def _package_lines(registrations: Sequence[object], width: int, *, room: int) ->
 
 def preview_records(registrations: Sequence[object], *, exit_code: int | None) -> list[dict[str, object]]:
     """The wire records (DESIGN.md §4) each registration would send if the user allowed now."""
-    from plausipy._bootstrap._index import DEFAULT_ENDPOINT
+    from plausipy._record import DEFAULT_ENDPOINT
     from plausipy._policy import load_policy
     from plausipy._record import build_raw_record, finalize_record
 

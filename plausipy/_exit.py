@@ -13,6 +13,10 @@ import sys
 
 from plausipy import _registry
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from plausipy._policy import Policy
+
 __all__ = ["build_records", "run_exit_hook"]
 
 
@@ -20,13 +24,12 @@ def _debug_enabled() -> bool:
     return os.environ.get("PLAUSIPY_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
-def build_records(exit_code: int) -> list[dict[str, object]]:
-    """The raw records this process reports, as the policy on disk says now."""
+def build_records(exit_code: int, policy: Policy | None = None) -> list[dict[str, object]]:
+    """The raw records this process reports, as ``policy`` (default: the one on disk) says."""
     from plausipy._policy import load_policy
-    from plausipy._record import build_raw_record
-    from plausipy._bootstrap._index import DEFAULT_ENDPOINT
+    from plausipy._record import DEFAULT_ENDPOINT, build_raw_record
 
-    policy = load_policy()
+    policy = policy or load_policy()
     categories = policy.shared_categories()
     records = []
     for registration in _registry.registrations():
@@ -62,10 +65,16 @@ def run_exit_hook() -> None:
     from plausipy import _exitcode
 
     exit_code = _exitcode.exit_code()
-    from plausipy import _consent
+    from plausipy._policy import load_policy
 
-    _consent.resolve(registrations, at_exit=True, exit_code=exit_code)
-    records = build_records(exit_code)
+    policy = load_policy()
+    if any(policy.decide(r.package, r.scope).action == "ask" for r in registrations):
+        # Only an undecided package can bring up the dialog; it may change the policy.
+        from plausipy import _consent
+
+        _consent.resolve(registrations, at_exit=True, exit_code=exit_code)
+        policy = load_policy()
+    records = build_records(exit_code, policy)
     if not records:
         return
     if _debug_enabled():

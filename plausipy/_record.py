@@ -24,6 +24,7 @@ import time
 
 __all__ = [
     "CATEGORIES",
+    "DEFAULT_ENDPOINT",
     "SCOPES",
     "WIRE_FIELDS",
     "build_raw_record",
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+#: Where records go when a package declares no collector of its own.
+DEFAULT_ENDPOINT = "https://collector.plausipy.org"
 #: Widest first: "user" links all packages, "anonymous" links nothing.
 SCOPES = ("user", "package", "anonymous")
 #: What the user can turn off, and the wire fields each one covers.

@@ -23,9 +23,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["DEFAULT_ENDPOINT", "build_index", "read_declaration", "write_index"]
+__all__ = ["build_index", "read_declaration", "write_index"]
 
-DEFAULT_ENDPOINT = "https://collector.plausipy.org"
 _SCOPES = ("user", "package", "anonymous")
 _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 

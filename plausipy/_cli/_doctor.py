@@ -117,6 +117,7 @@ def kill_switch_reason(bootstrap: object) -> str | None:
 def check_index() -> Check:
     """Which installed distributions declare a key, and where their records go."""
     from plausipy._bootstrap import _index
+    from plausipy._record import DEFAULT_ENDPOINT
 
     override = os.environ.get("PLAUSIPY_ENDPOINT")
     distributions: dict[str, dict[str, object]] = {}
@@ -124,7 +125,7 @@ def check_index() -> Check:
         entry = distributions.setdefault(
             name,
             {"distribution": name, "version": version, "scope": scope, "import_names": [],
-             "endpoint": override or endpoint or _index.DEFAULT_ENDPOINT},
+             "endpoint": override or endpoint or DEFAULT_ENDPOINT},
         )  # fmt: skip
         entry["import_names"].append(import_name)  # type: ignore[union-attr]
     found = list(distributions.values())
