@@ -20,42 +20,44 @@ if TYPE_CHECKING:
 
 __all__ = ["MIGRATIONS", "current_version", "migrate"]
 
-_SQLITE_V1 = [
+# The v1 tables once, with a placeholder wherever the two dialects spell a
+# column type differently; _render() fills them in from _COLUMN_TYPES.
+_V1 = [
     """CREATE TABLE users (
-        id INTEGER PRIMARY KEY,
+        id {id} PRIMARY KEY,
         email TEXT NOT NULL UNIQUE,
         password_hash TEXT NOT NULL,
-        created_at TEXT NOT NULL)""",
+        created_at {timestamp} NOT NULL)""",
     """CREATE TABLE sessions (
         token_hash TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        user_id {bigint} NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         csrf_token TEXT NOT NULL,
-        expires_at TEXT NOT NULL)""",
+        expires_at {timestamp} NOT NULL)""",
     """CREATE TABLE packages (
-        id INTEGER PRIMARY KEY,
+        id {id} PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
         key TEXT NOT NULL UNIQUE,
-        owner_id INTEGER NOT NULL REFERENCES users(id),
+        owner_id {bigint} NOT NULL REFERENCES users(id),
         k_threshold INTEGER NOT NULL DEFAULT 5,
         retention_days INTEGER NOT NULL DEFAULT 395,
-        created_at TEXT NOT NULL)""",
+        created_at {timestamp} NOT NULL)""",
     """CREATE TABLE api_tokens (
         token_hash TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        user_id {bigint} NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         label TEXT NOT NULL,
-        created_at TEXT NOT NULL)""",
+        created_at {timestamp} NOT NULL)""",
     """CREATE TABLE records (
-        package_id INTEGER NOT NULL,
+        package_id {bigint} NOT NULL,
         run_id TEXT NOT NULL,
         uid_hash TEXT NOT NULL,
         scope TEXT NOT NULL,
         version TEXT NOT NULL,
         role TEXT NOT NULL,
-        hour TEXT NOT NULL,
-        day TEXT NOT NULL,
-        duration_ms INTEGER,
-        peak_rss_kib INTEGER,
-        exit_code INTEGER,
+        hour {timestamp} NOT NULL,
+        day {day} NOT NULL,
+        duration_ms {bigint},
+        peak_rss_kib {bigint},
+        exit_code {bigint},
         os TEXT,
         arch TEXT,
         python TEXT,
@@ -64,80 +66,43 @@ _SQLITE_V1 = [
         region TEXT,
         timezone TEXT,
         props TEXT,
-        received_at TEXT NOT NULL,
+        received_at {timestamp} NOT NULL,
         PRIMARY KEY (package_id, run_id))""",
     "CREATE INDEX records_by_uid ON records (package_id, uid_hash)",
     "CREATE INDEX records_by_day ON records (package_id, day)",
     """CREATE TABLE dirty_days (
-        package_id INTEGER NOT NULL,
-        day TEXT NOT NULL,
+        package_id {bigint} NOT NULL,
+        day {day} NOT NULL,
         PRIMARY KEY (package_id, day))""",
 ]
 
-_POSTGRESQL_V1 = [
-    """CREATE TABLE users (
-        id BIGSERIAL PRIMARY KEY,
-        email TEXT NOT NULL UNIQUE,
-        password_hash TEXT NOT NULL,
-        created_at TIMESTAMPTZ NOT NULL)""",
-    """CREATE TABLE sessions (
-        token_hash TEXT PRIMARY KEY,
-        user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        csrf_token TEXT NOT NULL,
-        expires_at TIMESTAMPTZ NOT NULL)""",
-    """CREATE TABLE packages (
-        id BIGSERIAL PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        key TEXT NOT NULL UNIQUE,
-        owner_id BIGINT NOT NULL REFERENCES users(id),
-        k_threshold INTEGER NOT NULL DEFAULT 5,
-        retention_days INTEGER NOT NULL DEFAULT 395,
-        created_at TIMESTAMPTZ NOT NULL)""",
-    """CREATE TABLE api_tokens (
-        token_hash TEXT PRIMARY KEY,
-        user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        label TEXT NOT NULL,
-        created_at TIMESTAMPTZ NOT NULL)""",
-    """CREATE TABLE records (
-        package_id BIGINT NOT NULL,
-        run_id TEXT NOT NULL,
-        uid_hash TEXT NOT NULL,
-        scope TEXT NOT NULL,
-        version TEXT NOT NULL,
-        role TEXT NOT NULL,
-        hour TIMESTAMPTZ NOT NULL,
-        day DATE NOT NULL,
-        duration_ms BIGINT,
-        peak_rss_kib BIGINT,
-        exit_code BIGINT,
-        os TEXT,
-        arch TEXT,
-        python TEXT,
-        implementation TEXT,
-        country TEXT,
-        region TEXT,
-        timezone TEXT,
-        props TEXT,
-        received_at TIMESTAMPTZ NOT NULL,
-        PRIMARY KEY (package_id, run_id))""",
-    "CREATE INDEX records_by_uid ON records (package_id, uid_hash)",
-    "CREATE INDEX records_by_day ON records (package_id, day)",
-    """CREATE TABLE dirty_days (
-        package_id BIGINT NOT NULL,
-        day DATE NOT NULL,
-        PRIMARY KEY (package_id, day))""",
-]
+# SQLite stores times and days as ISO text and every integer in one 64-bit
+# INTEGER (an INTEGER PRIMARY KEY is the rowid); PostgreSQL needs the types named.
+_COLUMN_TYPES: dict[str, dict[str, str]] = {
+    "sqlite": {"id": "INTEGER", "bigint": "INTEGER", "timestamp": "TEXT", "day": "TEXT"},
+    "postgresql": {"id": "BIGSERIAL", "bigint": "BIGINT", "timestamp": "TIMESTAMPTZ", "day": "DATE"},
+}
+
+
+def _render(statements: list[str]) -> dict[str, list[str]]:
+    """Each dialect's statements, e.g. ``{"sqlite": [...], "postgresql": [...]}``."""
+    return {
+        dialect: [statement.format(**types) for statement in statements]
+        for dialect, types in _COLUMN_TYPES.items()
+    }
+
 
 #: version -> {dialect: [statements]}; append only.
 MIGRATIONS: dict[int, dict[str, list[str]]] = {
-    1: {"sqlite": _SQLITE_V1, "postgresql": _POSTGRESQL_V1},
+    1: _render(_V1),
 }
 
 _BOOKKEEPING = {
-    "sqlite": "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
-    "postgresql": (
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
-    ),
+    dialect: (
+        "CREATE TABLE IF NOT EXISTS schema_migrations"
+        f" (version INTEGER PRIMARY KEY, applied_at {types['timestamp']} NOT NULL)"
+    )
+    for dialect, types in _COLUMN_TYPES.items()
 }
 
 # Several workers start at once on one PostgreSQL: one of them migrates, the
