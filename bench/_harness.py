@@ -14,6 +14,7 @@ Everything is built in a temporary directory, never inside the repository:
     child_cpu_ms(argv, env)       CPU time (user + system) of one child, from ``os.wait4``
     rotated_runs(cases, rounds)   every case once per round, the order rotated each round,
                                   so drift of the machine spreads evenly over the cases
+    print_report(title, …)        the table, then the summary lines beneath it
 
 Three venvs stand in for "the same venv with files moved": moving files inside
 site-packages would change its mtime, and the key index cache (DESIGN.md §3)
@@ -50,6 +51,7 @@ __all__ = [
     "find_interpreters",
     "kill_senders",
     "median",
+    "print_report",
     "print_table",
     "remove_plausipy_pyc",
     "rotated_runs",
@@ -378,6 +380,14 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
     for row in rows:
         print("  " + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
     sys.stdout.flush()
+
+
+def print_report(title: str, header: list[str], rows: list[list[str]], summary: list[str]) -> list[str]:
+    """The table, then each summary line indented beneath it; returns ``summary`` (run_all collects it)."""
+    print_table(title, header, rows)
+    for line in summary:
+        print("  " + line)
+    return summary
 
 
 def interpreter_version(python: str) -> str:

@@ -79,14 +79,12 @@ def run(workspace: harness.Workspace, pythons: dict[str, str], rounds: int, coun
         how = "sys.monitoring PY_UNWIND" if any(seen) else "sys.exit wrapper (no callback)"
         rows.append([minor, how, f"{off:.0f}", f"{on:.0f}", f"{percent:+.2f} %"])
         summary.append(f"exceptions {minor} ({how}): {percent:+.2f} % {harness.verdict(percent, TARGET_PERCENT, '%')}")
-    harness.print_table(
+    return harness.print_report(
         f"exceptions: {count:,} raised and caught, loop CPU ms in the child, median of {rounds} rotated rounds",
         ["python", "exit code watched by", "disabled", "allow", "slower"],
         rows,
+        summary,
     )
-    for line in summary:
-        print("  " + line)
-    return summary
 
 
 def main(argv: list[str] | None = None) -> None:

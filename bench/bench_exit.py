@@ -77,15 +77,13 @@ def run(workspace: harness.Workspace, pythons: dict[str, str], rounds: int) -> l
                          f"{harness.median(used['disabled']):.1f}", f"{harness.median(used[name]):.1f}",
                          f"{added_cpu:+.2f}"])
             summary.append(f"exit {minor} ({label}): {added:+.2f} ms {harness.verdict(added, TARGET_MS, 'ms')}")
-    harness.print_table(
+    return harness.print_report(
         f"exit: app importing a tracked library, collector never answers, host wall and CPU ms, median of {rounds} rotated rounds",
         ["python", "situation", "wall disabled", "wall allow", "wall added", "ratio", "cpu disabled", "cpu allow",
          "cpu added"],
         rows,
+        summary,
     )
-    for line in summary:
-        print("  " + line)
-    return summary
 
 
 def _check_spool_written(home: Path) -> None:

@@ -91,14 +91,12 @@ def run(workspace: harness.Workspace, pythons: dict[str, str], rounds: int) -> l
                      f"{percent:+.2f} %"])
         summary.append(f"imports {minor}: {len(modules)} modules {percent:+.2f} % "
                        f"{harness.verdict(percent, TARGET_PERCENT, '%')}")
-    harness.print_table(
+    return harness.print_report(
         f"imports: stdlib modules in a fresh child, CPU ms minus a bare start, median of {rounds} rotated rounds",
         ["python", "modules", "disabled", "watcher", "added ms", "slower"],
         rows,
+        summary,
     )
-    for line in summary:
-        print("  " + line)
-    return summary
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -77,14 +77,12 @@ def run(workspace: harness.Workspace, pythons: dict[str, str], rounds: int) -> l
         added_peak = harness.median(peak["allow"]) - base_peak
         summary.append(f"memory {minor}: VmRSS at the end {added:+.0f} KiB {harness.verdict(added, TARGET_KIB, 'KiB')}; "
                        f"VmHWM {added_peak:+.0f} KiB {harness.verdict(added_peak, TARGET_KIB, 'KiB')}")
-    harness.print_table(
+    return harness.print_report(
         f"memory: app importing a tracked library, KiB, median of {rounds} rotated rounds",
         ["python", "state", "VmRSS at end", "added", "VmHWM at end", "added"],
         rows,
+        summary,
     )
-    for line in summary:
-        print("  " + line)
-    return summary
 
 
 def main(argv: list[str] | None = None) -> None:
