@@ -14,6 +14,7 @@ Everything is built in a temporary directory, never inside the repository:
     child_cpu_ms(argv, env)       CPU time (user + system) of one child, from ``os.wait4``
     rotated_runs(cases, rounds)   every case once per round, the order rotated each round,
                                   so drift of the machine spreads evenly over the cases
+    bench_parser(doc, rounds)     the ``--rounds`` and ``--python`` options every benchmark takes
     print_report(title, …)        the table, then the summary lines beneath it
 
 Three venvs stand in for "the same venv with files moved": moving files inside
@@ -27,6 +28,7 @@ would be rebuilt on the next start, which is not what a start costs.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import socket
@@ -44,6 +46,7 @@ __all__ = [
     "Layouts",
     "Venv",
     "Workspace",
+    "bench_parser",
     "child_cpu_ms",
     "child_wall_and_cpu_ms",
     "child_wall_ms",
@@ -388,6 +391,18 @@ def print_report(title: str, header: list[str], rows: list[list[str]], summary: 
     for line in summary:
         print("  " + line)
     return summary
+
+
+def bench_parser(doc: str, default_rounds: int) -> argparse.ArgumentParser:
+    """A parser described by the first line of ``doc``, with ``--rounds N`` and ``--python 3.12`` (repeatable).
+
+    >>> bench_parser("What exit costs.", 30).parse_args(["--python", "3.10"]).rounds
+    30
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=default_rounds, help=f"rotated rounds (default {default_rounds})")
+    parser.add_argument("--python", action="append", help="minor version, e.g. 3.12 (repeatable)")
+    return parser
 
 
 def interpreter_version(python: str) -> str:

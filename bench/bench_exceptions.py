@@ -11,7 +11,6 @@ same child with ``PLAUSIPY_DISABLE=1``. The child times the loop alone
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -88,10 +87,8 @@ def run(workspace: harness.Workspace, pythons: dict[str, str], rounds: int, coun
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="rotated rounds (default 5)")
+    parser = harness.bench_parser(__doc__, default_rounds=5)
     parser.add_argument("--count", type=int, default=1_000_000, help="exceptions per run (default 1,000,000)")
-    parser.add_argument("--python", action="append", help="minor version, e.g. 3.12 (repeatable)")
     options = parser.parse_args(argv)
     pythons = harness.find_interpreters(options.python or ["3.12", "3.10"])
     with harness.Workspace() as workspace:

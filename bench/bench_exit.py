@@ -15,7 +15,6 @@ Target: ≤ 5 ms added (median).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -94,10 +93,7 @@ def _check_spool_written(home: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30, help="rotated rounds (default 30)")
-    parser.add_argument("--python", action="append", help="minor version, e.g. 3.12 (repeatable)")
-    options = parser.parse_args(argv)
+    options = harness.bench_parser(__doc__, default_rounds=30).parse_args(argv)
     pythons = harness.find_interpreters(options.python or ["3.12"])
     with harness.Workspace() as workspace:
         run(workspace, pythons, options.rounds)

@@ -10,7 +10,6 @@ the ratio is about the imports alone. Target: ≤ 2 % slower.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -100,10 +99,7 @@ def run(workspace: harness.Workspace, pythons: dict[str, str], rounds: int) -> l
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20, help="rotated rounds (default 20)")
-    parser.add_argument("--python", action="append", help="minor version, e.g. 3.12 (repeatable)")
-    options = parser.parse_args(argv)
+    options = harness.bench_parser(__doc__, default_rounds=20).parse_args(argv)
     pythons = harness.find_interpreters(options.python or ["3.12"])
     with harness.Workspace() as workspace:
         run(workspace, pythons, options.rounds)

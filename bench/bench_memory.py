@@ -14,7 +14,6 @@ it cannot be used). Target: ≤ 1 MiB added.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -86,10 +85,7 @@ def run(workspace: harness.Workspace, pythons: dict[str, str], rounds: int) -> l
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10, help="rotated rounds (default 10)")
-    parser.add_argument("--python", action="append", help="minor version, e.g. 3.12 (repeatable)")
-    options = parser.parse_args(argv)
+    options = harness.bench_parser(__doc__, default_rounds=10).parse_args(argv)
     pythons = harness.find_interpreters(options.python or ["3.12"])
     with harness.Workspace() as workspace:
         run(workspace, pythons, options.rounds)
