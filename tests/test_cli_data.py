@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from _helpers import collector_per_test  # noqa: F401 - the fixture "collector"
 from collector import RecordingCollector
 
 from plausipy import _spool
@@ -37,13 +38,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("PLAUSIPY_ENDPOINT", "PLAUSIPY_DEBUG"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
-
-
-@pytest.fixture
-def collector():
-    server = RecordingCollector().start()
-    yield server
-    server.stop()
 
 
 def invoke(*args: str):  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _helpers import collector_per_test  # noqa: F401 - the fixture "collector"
 from collector import RecordingCollector
 
 from plausipy._delivery import deliver, interpret_answer, parse_retry_after, send
@@ -36,13 +37,6 @@ def dead_endpoint() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-def collector():
-    server = RecordingCollector().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

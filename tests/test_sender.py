@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _helpers import collector_per_test  # noqa: F401 - the fixture "collector"
 from collector import RecordingCollector
 
 from plausipy import _paths, _spool
@@ -41,13 +42,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("PLAUSIPY_ENDPOINT", "PLAUSIPY_DEBUG", "DO_NOT_TRACK", "PLAUSIPY_DISABLE"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
-
-
-@pytest.fixture
-def collector():
-    server = RecordingCollector().start()
-    yield server
-    server.stop()
 
 
 def run_sender(**extra_env: str) -> subprocess.CompletedProcess[bytes]:
