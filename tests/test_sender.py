@@ -53,6 +53,21 @@ def run_sender(**extra_env: str) -> subprocess.CompletedProcess[bytes]:
     )
 
 
+def spool_a_record(collector: RecordingCollector, mode: str) -> dict[str, object]:
+    """Spool one record for ``collector`` and set how it answers, e.g. ``spool_a_record(collector, "hang")``."""
+    record = raw_record(collector.url)
+    _spool.write_spool([record])
+    collector.mode = mode
+    return record
+
+
+def timed_run_sender() -> tuple[subprocess.CompletedProcess[bytes], float]:
+    """``run_sender()`` and the seconds it took, e.g. ``result, elapsed = timed_run_sender()``."""
+    started = time.monotonic()
+    result = run_sender()
+    return result, time.monotonic() - started
+
+
 def run_flush(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "plausipy", "flush", *args], env=dict(os.environ), capture_output=True, text=True, timeout=90
@@ -122,9 +137,7 @@ def test_offline_then_online_delivers_exactly_once(home: Path) -> None:
 
 
 def test_a_500_stays_queued_and_the_sender_backs_off(home: Path, collector: RecordingCollector) -> None:
-    record = raw_record(collector.url)
-    _spool.write_spool([record])
-    collector.mode = "error500"
+    record = spool_a_record(collector, "error500")
 
     run_sender()
     collector.mode = "accept"
@@ -153,9 +166,7 @@ def test_a_429_is_honoured_by_the_next_sender(home: Path, collector: RecordingCo
 
 
 def test_a_422_is_rejected_and_kept_with_the_message(home: Path, collector: RecordingCollector) -> None:
-    record = raw_record(collector.url)
-    _spool.write_spool([record])
-    collector.mode = "reject"
+    record = spool_a_record(collector, "reject")
 
     run_sender()
 
@@ -167,13 +178,9 @@ def test_a_422_is_rejected_and_kept_with_the_message(home: Path, collector: Reco
 
 
 def test_a_hanging_collector_cannot_keep_the_sender_alive(home: Path, collector: RecordingCollector) -> None:
-    record = raw_record(collector.url)
-    _spool.write_spool([record])
-    collector.mode = "hang"
+    record = spool_a_record(collector, "hang")
 
-    started = time.monotonic()
-    result = run_sender()
-    elapsed = time.monotonic() - started
+    result, elapsed = timed_run_sender()
 
     assert result.returncode == 0
     assert elapsed < 60  # a generous bound: the sender's own limit is 30 s
@@ -338,13 +345,9 @@ def test_a_sender_that_cannot_open_the_ledger_keeps_the_spool_and_says_why(home:
 
 def test_a_collector_that_answers_a_byte_at_a_time_meets_the_hard_stop(home: Path, collector: RecordingCollector) -> None:
     # Every read gets data within a second, so only the sender's own lifetime limit ends this.
-    record = raw_record(collector.url)
-    _spool.write_spool([record])
-    collector.mode = "drip"
+    record = spool_a_record(collector, "drip")
 
-    started = time.monotonic()
-    result = run_sender()
-    elapsed = time.monotonic() - started
+    result, elapsed = timed_run_sender()
 
     assert elapsed < 60  # a generous bound: the sender's own limit is 30 s
     assert result.stderr == b""
