@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from collector import RecordingCollector
-from conftest import wait_for, write_program
+from support import wait_for, write_program
 
 APP_KEY = "Delete00000000000000000000000001"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for, write_program
+from support import wait_for, write_program
 
 APP_KEY = "Dialog00000000000000000000000001"
 BOX_TOP = "plausipy: usage statistics"

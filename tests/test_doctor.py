@@ -7,7 +7,7 @@ import os
 import socket
 from pathlib import Path
 
-from conftest import KEYS, write_program
+from support import KEYS, write_program
 
 
 def doctor(venv, home: Path, *args: str, **env: str):

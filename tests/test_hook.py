@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import INTERPRETERS, KEYS, interpreter_id
+from support import INTERPRETERS, KEYS, interpreter_id
 
 HEAVY_MODULES = {
     "json", "re", "threading", "tomllib", "subprocess", "sqlite3", "requests", "psutil", "blessed",
@@ -125,7 +125,7 @@ def test_leftover_pth_without_the_package_prints_nothing(tmp_path, venv, home):
 
 
 def test_uninstall_removes_the_hook(tmp_path, wheel, fake_wheels, home):
-    from conftest import make_venv
+    from support import make_venv
 
     import sys
 

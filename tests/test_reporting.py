@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import INTERPRETERS, KEYS, interpreter_id, wait_for, write_program
+from support import INTERPRETERS, KEYS, interpreter_id, wait_for, write_program
 
 USES_ACME = "import acmelib\nprint('hello from the program')\n"
 
@@ -353,7 +351,7 @@ def test_thirty_concurrent_processes_each_delivered_exactly_once(venv, home, fre
     for process in processes:
         out, err = process.communicate(timeout=120)
         assert (process.returncode, err) == (0, b"")
-    records = wait_records(fresh_collector, 30, timeout=90)
+    wait_records(fresh_collector, 30, timeout=90)
     flush(venv, home)
     run_ids = [r["run_id"] for r in fresh_collector.records]
     assert len(run_ids) == 30 and len(set(run_ids)) == 30
