@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from collector import RecordingCollector  # noqa: E402
-from support import KEYS, REPO, SCOPES, Venv, make_venv, write_fake_library  # noqa: E402
+from support import KEYS, REPO, SCOPES, Venv, make_venv, stop_senders_under, write_fake_library  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -101,6 +101,8 @@ def venv(venv_factory) -> Venv:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
+def home(tmp_path: Path):
+    """A test's own user home and PLAUSIPY_HOME; senders it started do not outlive the test."""
     (tmp_path / "user").mkdir()
-    return tmp_path
+    yield tmp_path
+    stop_senders_under(tmp_path)

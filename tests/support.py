@@ -142,3 +142,26 @@ def write_program(home: Path, name: str, source: str) -> str:
     path = home / name
     path.write_text(textwrap.dedent(source))
     return str(path)
+
+
+def stop_senders_under(root: Path) -> None:
+    """Kill detached senders whose PLAUSIPY_HOME is under ``root`` (Linux /proc).
+
+    A sender left behind by one test could otherwise deliver into the next
+    test's collector.
+    """
+    import signal
+
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"plausipy._sender" not in (entry / "cmdline").read_bytes():
+                continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        homes = [item[len(b"PLAUSIPY_HOME="):] for item in environ if item.startswith(b"PLAUSIPY_HOME=")]
+        if homes and homes[0].decode(errors="replace").startswith(str(root)):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except OSError:
+                pass
