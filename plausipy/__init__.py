@@ -10,7 +10,7 @@ without pulling in anything else.
 
 # No `from __future__ import annotations` and no importlib here: the start-up hook
 # imports this module in every process, and each would be a module load of its own.
-import sys
+import sys as _sys
 
 __version__ = "0.7.0"
 
@@ -24,7 +24,7 @@ def __getattr__(name: str) -> object:
     if module_name is None:
         raise AttributeError(f"module 'plausipy' has no attribute {name!r}")
     __import__(module_name)
-    value = getattr(sys.modules[module_name], name)
+    value = getattr(_sys.modules[module_name], name)
     globals()[name] = value
     return value
 
