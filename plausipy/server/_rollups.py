@@ -16,7 +16,7 @@ So every (package, day) is folded once into two small tables:
     package scope IDs, so the distinct IDs of any date range can be estimated
     by merging daily sketches (about 3 % error; exact-ish below a few hundred).
 ``rollup_refreshes``
-    when each (package, day) was last rolled up and what it cost (see
+    when each (package, day) was last rolled up and how many raw records it read (see
     :func:`refresh_dirty_days` on busy days).
 ``rollup_histograms``
     one log-scale histogram per (package, version, day, measure) of
@@ -76,8 +76,9 @@ BUCKETS_PER_DOUBLING = 8
 HISTOGRAM_BUCKETS = 264
 #: The measures kept as histograms, and their column in a raw row.
 MEASURES = (("duration", 4), ("rss", 5))
-#: A day whose roll-up takes longer than this (ms) is "busy" ...
-BUSY_DAY_MS = 250.0
+#: A day whose roll-up read more raw records than this is "busy" (about 250 ms of
+#: work here); counted, not timed, so a loaded machine does not change the rule ...
+BUSY_DAY_RECORDS = 10_000
 #: ... and is rolled up again at most this often (seconds).
 BUSY_DAY_INTERVAL_S = 60.0
 #: HyperLogLog precision: 2 ** 10 registers, about 3.25 % standard error.
@@ -122,7 +123,7 @@ ROLLUP_DDL: dict[str, list[str]] = {
             package_id INTEGER NOT NULL,
             day TEXT NOT NULL,
             refreshed_at REAL NOT NULL,
-            cost_ms REAL NOT NULL,
+            records_read INTEGER NOT NULL,
             PRIMARY KEY (package_id, day)
         ) WITHOUT ROWID""",
     ],
@@ -159,7 +160,7 @@ ROLLUP_DDL: dict[str, list[str]] = {
             package_id BIGINT NOT NULL,
             day TEXT NOT NULL,
             refreshed_at DOUBLE PRECISION NOT NULL,
-            cost_ms DOUBLE PRECISION NOT NULL,
+            records_read BIGINT NOT NULL,
             PRIMARY KEY (package_id, day)
         )""",
     ],
@@ -485,8 +486,8 @@ def refresh_dirty_days(
     first_day: str | None = None,
     last_day: str | None = None,
     *,
-    busy_day_ms: float = BUSY_DAY_MS,
-    busy_day_interval_s: float = BUSY_DAY_INTERVAL_S,
+    busy_day_records: int | None = None,
+    busy_day_interval_s: float | None = None,
     now: float | None = None,
 ) -> int:
     """Recompute the rollups of the days ``dirty_days`` marks for a package (within a range); return how many.
@@ -496,14 +497,15 @@ def refresh_dirty_days(
     marks the day again for the next refresh — never lost. Days outside the
     range stay marked until a summary covers them.
 
-    A *busy* day, whose last roll-up took more than ``busy_day_ms``, is rolled
-    up again at most every ``busy_day_interval_s`` seconds: while a popular
+    A *busy* day, whose last roll-up read more than ``busy_day_records`` raw
+    records (default :data:`BUSY_DAY_RECORDS`), is rolled up again at most every ``busy_day_interval_s``
+    seconds (default :data:`BUSY_DAY_INTERVAL_S`): while a popular
     package receives records all day, its dashboard may lag the newest ones
     by up to a minute instead of re-reading tens of thousands of records on
     every view. Quiet days are always current.
     """
     sql, params = "SELECT day FROM dirty_days WHERE package_id = ?", [package_id]
-    state_sql, state_params = "SELECT day, refreshed_at, cost_ms FROM rollup_refreshes WHERE package_id = ?", [package_id]
+    state_sql, state_params = "SELECT day, refreshed_at, records_read FROM rollup_refreshes WHERE package_id = ?", [package_id]
     if first_day is not None and last_day is not None:
         sql += " AND day >= ? AND day <= ?"
         params += [first_day, last_day]
@@ -512,12 +514,14 @@ def refresh_dirty_days(
     days = [_day_text(row[0]) for row in storage.read(sql, params)]
     if not days:
         return 0
-    last_refresh = {str(day): (float(at), float(cost)) for day, at, cost in storage.read(state_sql, state_params)}
+    last_refresh = {str(day): (float(at), int(read)) for day, at, read in storage.read(state_sql, state_params)}
     now = time.time() if now is None else now
+    busy_day_records = BUSY_DAY_RECORDS if busy_day_records is None else busy_day_records
+    busy_day_interval_s = BUSY_DAY_INTERVAL_S if busy_day_interval_s is None else busy_day_interval_s
     refreshed = 0
     for day in sorted(days):
-        at, cost = last_refresh.get(day, (0.0, 0.0))
-        if cost > busy_day_ms and now - at < busy_day_interval_s:
+        at, records_read = last_refresh.get(day, (0.0, 0))
+        if records_read > busy_day_records and now - at < busy_day_interval_s:
             continue  # busy and fresh enough: the mark stays for a later view
         refresh_day(storage, package_id, day)
         refreshed += 1
@@ -526,7 +530,6 @@ def refresh_dirty_days(
 
 def refresh_day(storage: Any, package_id: int, day: str) -> None:
     """Recompute one (package, day) from its raw records."""
-    started = time.perf_counter()
     with storage.transaction() as transaction:
         transaction.execute("DELETE FROM dirty_days WHERE package_id = ? AND day = ?", (package_id, day))
         raw_rows = _fetch(
@@ -543,11 +546,11 @@ def refresh_day(storage: Any, package_id: int, day: str) -> None:
                      list(rollup.sketch_rows(package_id, day)))
         _insert_many(transaction, "rollup_histograms (package_id, version, day, measure, counts)",
                      list(rollup.histogram_rows(package_id, day)))
-        cost_ms = (time.perf_counter() - started) * 1000
         transaction.execute(
-            "INSERT INTO rollup_refreshes (package_id, day, refreshed_at, cost_ms) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (package_id, day) DO UPDATE SET refreshed_at = excluded.refreshed_at, cost_ms = excluded.cost_ms",
-            (package_id, day, time.time(), cost_ms),
+            "INSERT INTO rollup_refreshes (package_id, day, refreshed_at, records_read) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (package_id, day) DO UPDATE SET refreshed_at = excluded.refreshed_at,"
+            " records_read = excluded.records_read",
+            (package_id, day, time.time(), len(raw_rows)),
         )
 
 

@@ -287,7 +287,7 @@ def test_a_busy_day_is_rolled_up_at_most_once_per_interval(storage: Any) -> None
     insert_records(storage, package_id, [make_record(uid=f"a{n}") for n in range(5)])
     assert refresh_dirty_days(storage, package_id) == 1
     insert_records(storage, package_id, [make_record(uid=f"b{n}") for n in range(3)])
-    every_day_is_busy = {"busy_day_ms": -1.0, "busy_day_interval_s": 60.0}
+    every_day_is_busy = {"busy_day_records": -1, "busy_day_interval_s": 60.0}
 
     assert refresh_dirty_days(storage, package_id, **every_day_is_busy) == 0, "refreshed a moment ago: skipped"
     assert storage.read("SELECT COUNT(*) FROM dirty_days")[0][0] == 1, "the mark stays for later"
