@@ -6,8 +6,6 @@ never waits for the network, and the bootstrap's exit trampoline catches
 everything, so nothing here can change the program's exit.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 
@@ -24,7 +22,7 @@ def _debug_enabled() -> bool:
     return os.environ.get("PLAUSIPY_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
-def build_records(exit_code: int, policy: Policy | None = None) -> list[dict[str, object]]:
+def build_records(exit_code: int, policy: "Policy | None" = None) -> "list[dict[str, object]]":
     """The raw records this process reports, as ``policy`` (default: the one on disk) says."""
     from plausipy._policy import load_policy
     from plausipy._record import DEFAULT_ENDPOINT, build_raw_record
@@ -85,7 +83,7 @@ def run_exit_hook() -> None:
     _spawn.spawn_sender_unless_running()
 
 
-def _show_records(records: list[dict[str, object]]) -> None:
+def _show_records(records: "list[dict[str, object]]") -> None:
     # Debug only: json and hashlib are fine here, the user asked to see everything.
     import json
 

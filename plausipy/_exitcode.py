@@ -18,8 +18,6 @@ Everywhere: ``os._exit`` and death by a signal skip ``atexit``, so such runs
 are not reported at all.
 """
 
-from __future__ import annotations
-
 import sys
 
 __all__ = ["exit_code", "exit_code_of", "install"]
@@ -27,13 +25,13 @@ __all__ = ["exit_code", "exit_code_of", "install"]
 _TOOL_NAME = "plausipy"
 _installed = False
 _main_code: object = None
-_last_exception: BaseException | None = None
+_last_exception: "BaseException | None" = None
 _exit_status: object = None
 _exit_called = False
-_uncaught: type[BaseException] | None = None
+_uncaught: "type[BaseException] | None" = None
 
 
-def exit_code_of(exception: BaseException | None) -> int:
+def exit_code_of(exception: "BaseException | None") -> int:
     """The exit status Python derives from how ``__main__`` ended (DESIGN.md §4).
 
     >>> exit_code_of(SystemExit(3)), exit_code_of(SystemExit("x")), exit_code_of(KeyboardInterrupt())
@@ -91,7 +89,7 @@ def install() -> None:
     _install_wrappers()
 
 
-def _on_unwind(code: object, offset: int, exception: BaseException) -> None:
+def _on_unwind(code: object, offset: int, exception: "BaseException") -> None:
     # Runs for every exception leaving any frame in the whole program: keep it to one check.
     if code is _main_code:
         global _last_exception
@@ -120,7 +118,7 @@ def _install_wrappers() -> None:
         _exit_called, _exit_status = True, status
         original_exit(status)
 
-    def excepthook(kind: type[BaseException], value: BaseException, traceback: object) -> None:
+    def excepthook(kind: "type[BaseException]", value: "BaseException", traceback: object) -> None:
         global _uncaught
         _uncaught = kind
         original_hook(kind, value, traceback)

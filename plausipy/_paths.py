@@ -6,8 +6,6 @@ Start-up reads the cache dir, so this module imports nothing but ``os`` and
 everything under one directory, which is what the tests and the demo use.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 

@@ -25,8 +25,6 @@ parsed gives the defaults (ask, collect nothing) and a ``problem`` that
 ``plausipy status`` shows; it is never an error in the user's program.
 """
 
-from __future__ import annotations
-
 import os
 
 from plausipy import _paths
@@ -64,7 +62,7 @@ class Decision:
 
     __slots__ = ("action", "reason", "scope")
 
-    def __init__(self, action: str, scope: str | None = None, reason: str = "") -> None:
+    def __init__(self, action: str, scope: "str | None" = None, reason: str = "") -> None:
         self.action, self.scope, self.reason = action, scope, reason
 
     def __repr__(self) -> str:
@@ -82,10 +80,10 @@ class Policy:
         consent: str = "ask",
         scope: str = "package",
         *,
-        share: dict[str, bool] | None = None,
-        packages: dict[str, tuple[str, str | None]] | None = None,
+        share: "dict[str, bool] | None" = None,
+        packages: "dict[str, tuple[str, str | None]] | None" = None,
         asked_at: float = 0.0,
-        problem: str | None = None,
+        problem: "str | None" = None,
     ) -> None:
         self.consent = consent
         self.scope = scope
@@ -94,7 +92,7 @@ class Policy:
         self.asked_at = asked_at
         self.problem = problem
 
-    def decide(self, package: str, requested_scope: str) -> Decision:
+    def decide(self, package: str, requested_scope: str) -> "Decision":
         """The decision for ``package`` asking for ``requested_scope``: the package's rule first."""
         rule = self.packages.get(normalize_name(package))
         if rule is not None:
@@ -108,7 +106,7 @@ class Policy:
             return Decision("deny", reason="global deny")
         return Decision("ask", reason="not answered yet")
 
-    def shared_categories(self) -> tuple[str, ...]:
+    def shared_categories(self) -> "tuple[str, ...]":
         """The categories the user shares, in schema order."""
         return tuple(name for name in CATEGORIES if self.share.get(name, True))
 
@@ -116,7 +114,7 @@ class Policy:
         """False for a day after "Not now", so the dialog asks at most once a day."""
         return now - self.asked_at >= NOT_NOW_INTERVAL
 
-    def allow(self, packages: tuple[str, ...] = (), scope: str | None = None) -> None:
+    def allow(self, packages: "tuple[str, ...]" = (), scope: "str | None" = None) -> None:
         """Allow globally, or only for ``packages``; ``scope`` narrows the IDs."""
         if scope is not None:
             check_scope(scope)
@@ -128,7 +126,7 @@ class Policy:
             if scope is not None:
                 self.scope = scope
 
-    def deny(self, packages: tuple[str, ...] = ()) -> None:
+    def deny(self, packages: "tuple[str, ...]" = ()) -> None:
         """Deny globally, or only for ``packages``."""
         if packages:
             for name in packages:
@@ -136,7 +134,7 @@ class Policy:
         else:
             self.consent = "deny"
 
-    def ask(self, packages: tuple[str, ...] = ()) -> None:
+    def ask(self, packages: "tuple[str, ...]" = ()) -> None:
         """Back to asking globally, or drop the rules of ``packages``."""
         if packages:
             for name in packages:
@@ -151,7 +149,7 @@ class Policy:
             raise PolicyError(f"unknown category {category!r}; choose from {', '.join(CATEGORIES)}")
         self.share[category] = on
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> "dict[str, object]":
         """A JSON-ready view, for ``plausipy policy show --json``."""
         return {
             "consent": self.consent,
@@ -193,10 +191,10 @@ def _strip_comment(line: str) -> str:
     return line
 
 
-def parse_policy(text: str) -> Policy:
+def parse_policy(text: str) -> "Policy":
     """Read a policy file's text; raises PolicyError naming the line that is wrong."""
-    sections: dict[str, dict[str, object]] = {"global": {}, "share": {}, "packages": {}}
-    current: dict[str, object] | None = None
+    sections: "dict[str, dict[str, object]]" = {"global": {}, "share": {}, "packages": {}}
+    current: "dict[str, object] | None" = None
     for number, raw_line in enumerate(text.splitlines(), 1):
         line = _strip_comment(raw_line).strip()
         if not line:
@@ -218,7 +216,7 @@ def parse_policy(text: str) -> Policy:
     return _policy_from_sections(sections)
 
 
-def _policy_from_sections(sections: dict[str, dict[str, object]]) -> Policy:
+def _policy_from_sections(sections: "dict[str, dict[str, object]]") -> "Policy":
     policy = Policy()
     consent = sections["global"].get("consent", "ask")
     if consent not in CONSENTS:
@@ -239,7 +237,7 @@ def _policy_from_sections(sections: dict[str, dict[str, object]]) -> Policy:
     return policy
 
 
-def _parse_rule(name: str, rule: object) -> tuple[str, str | None]:
+def _parse_rule(name: str, rule: object) -> "tuple[str, str | None]":
     words = str(rule).split() if isinstance(rule, str) else []
     if words == ["deny"]:
         return ("deny", None)
@@ -248,7 +246,7 @@ def _parse_rule(name: str, rule: object) -> tuple[str, str | None]:
     raise PolicyError(f'[packages] "{name}" must be "allow", "allow <scope>" or "deny", got {rule!r}')
 
 
-def render_policy(policy: Policy) -> str:
+def render_policy(policy: "Policy") -> str:
     """The policy as the file text that :func:`parse_policy` reads back."""
     lines = [
         "# plausipy policy: what may be collected on this machine.",
@@ -268,7 +266,7 @@ def render_policy(policy: Policy) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_policy(path: str | None = None) -> Policy:
+def load_policy(path: "str | None" = None) -> "Policy":
     """The policy on disk; defaults (ask) with ``problem`` set if it is missing or broken."""
     path = path or _paths.policy_file()
     try:
@@ -284,7 +282,7 @@ def load_policy(path: str | None = None) -> Policy:
         return Policy(problem=f"policy file {path} is invalid ({exc}); using defaults (ask)")
 
 
-def save_policy(policy: Policy, path: str | None = None) -> str:
+def save_policy(policy: "Policy", path: "str | None" = None) -> str:
     """Write the policy atomically (temp file + rename) and return its path."""
     path = path or _paths.policy_file()
     directory = os.path.dirname(path)

@@ -16,8 +16,6 @@ anonymous_uid hour duration_ms peak_rss_kib exit_code os arch python
 implementation timezone props categories``.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 import time
@@ -87,7 +85,7 @@ def narrower_scope(requested: str, granted: str) -> str:
     return SCOPES[max(SCOPES.index(requested), SCOPES.index(granted))]
 
 
-def check_props(props: dict[str, object]) -> dict[str, object]:
+def check_props(props: "dict[str, object]") -> "dict[str, object]":
     """Return a copy of custom properties if they fit §4's limits, else raise ValueError.
 
     >>> check_props({"command": "build", "workers": 4})
@@ -95,7 +93,7 @@ def check_props(props: dict[str, object]) -> dict[str, object]:
     """
     if len(props) > MAX_PROPS:
         raise ValueError(f"at most {MAX_PROPS} custom properties per record, got {len(props)}")
-    checked: dict[str, object] = {}
+    checked: "dict[str, object]" = {}
     for name, value in props.items():
         if not (isinstance(name, str) and 1 <= len(name) <= MAX_PROP_NAME and set(name) <= _PROP_NAME_CHARS):
             raise ValueError(f"property names are 1-40 characters of a-z, 0-9 and _, got {name!r}")
@@ -129,7 +127,7 @@ def hour_of(timestamp: float) -> str:
 _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "aarch64": "arm64", "arm64": "arm64", "i686": "x86", "i386": "x86"}
 
 
-def system_facts() -> dict[str, str]:
+def system_facts() -> "dict[str, str]":
     """OS, architecture, Python version and implementation, and nothing more."""
     if sys.platform.startswith("linux"):
         os_name = "linux"
@@ -152,7 +150,7 @@ def system_facts() -> dict[str, str]:
     }
 
 
-def peak_rss_kib() -> int | None:
+def peak_rss_kib() -> "int | None":
     """Peak resident memory of this process in KiB (``/proc``, ``resource``, psutil on Windows)."""
     try:
         # Linux: one small read instead of loading the `resource` extension at exit.
@@ -184,14 +182,14 @@ def build_raw_record(
     key: str,
     endpoint: str,
     scope: str,
-    categories: tuple[str, ...],
+    categories: "tuple[str, ...]",
     started: float,
     exit_code: int,
-    props: dict[str, object],
-) -> dict[str, object]:
+    props: "dict[str, object]",
+) -> "dict[str, object]":
     """Everything the host knows about one package's run, ready for the spool."""
     now = time.time()
-    raw: dict[str, object] = {
+    raw: "dict[str, object]" = {
         "run_id": new_run_id(),
         "key": key,
         "endpoint": endpoint,
@@ -215,7 +213,7 @@ def build_raw_record(
     return raw
 
 
-def uid_for(scope: str, package: str, secret: bytes, anonymous_uid: str | None) -> str:
+def uid_for(scope: str, package: str, secret: bytes, anonymous_uid: "str | None") -> str:
     """§4's ``uid``: HMAC(secret, "user") or HMAC(secret, "package:" + name), 32 hex chars."""
     if scope == "anonymous":
         return anonymous_uid or os.urandom(16).hex()
@@ -226,14 +224,14 @@ def uid_for(scope: str, package: str, secret: bytes, anonymous_uid: str | None) 
     return hmac.new(secret, message.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
 
-def finalize_record(raw: dict[str, object], secret: bytes) -> dict[str, object]:
+def finalize_record(raw: "dict[str, object]", secret: bytes) -> "dict[str, object]":
     """The wire record (§4) for a raw record, with turned-off categories set to None."""
     from plausipy._location import local_timezone_name, location_from_timezone
 
     shared = set(raw.get("categories") or ())
     timezone = (raw.get("timezone") or local_timezone_name()) if "location" in shared else None
     country, region = location_from_timezone(timezone) if isinstance(timezone, str) else (None, None)
-    record: dict[str, object] = {
+    record: "dict[str, object]" = {
         "v": SCHEMA_VERSION,
         "run_id": raw["run_id"],
         "scope": raw["scope"],

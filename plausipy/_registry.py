@@ -7,8 +7,6 @@ neither report nor ask (DESIGN.md §1), and ``os.fork`` children forget what
 the parent registered (their parent reports the run, not them).
 """
 
-from __future__ import annotations
-
 import os
 import sys
 import time
@@ -31,20 +29,20 @@ class Registration:
         role: str,
         key: str,
         scope: str,
-        endpoint: str | None,
-        import_name: str | None,
+        endpoint: "str | None",
+        import_name: "str | None",
         started: float,
     ) -> None:
         self.package, self.version, self.role = package, version, role
         self.key, self.scope, self.endpoint = key, scope, endpoint
         self.import_name, self.started = import_name, started
-        self.props: dict[str, object] = {}
+        self.props: "dict[str, object]" = {}
 
     def __repr__(self) -> str:
         return f"Registration({self.package!r} {self.version!r}, role={self.role!r}, scope={self.scope!r})"
 
 
-_registrations: dict[str, Registration] = {}
+_registrations: "dict[str, Registration]" = {}
 _disabled = False
 _forked_child = False
 
@@ -73,9 +71,9 @@ def register(
     role: str,
     key: str,
     scope: str,
-    endpoint: str | None = None,
-    import_name: str | None = None,
-) -> Registration | None:
+    endpoint: "str | None" = None,
+    import_name: "str | None" = None,
+) -> "Registration | None":
     """Register ``package``; the first registration of a name wins. None when disabled."""
     if _disabled or _forked_child or _bootstrap.kill_switch_for_registration():
         return None
@@ -102,7 +100,7 @@ def register(
     return registration
 
 
-def register_from_index(import_name: str, entry: tuple) -> Registration | None:
+def register_from_index(import_name: str, entry: "tuple") -> "Registration | None":
     """Register a distribution found by the watcher (an index entry, see ``_bootstrap``)."""
     distribution, version, key, scope, endpoint = entry
     return register(
@@ -116,12 +114,12 @@ def register_from_index(import_name: str, entry: tuple) -> Registration | None:
     )
 
 
-def registrations() -> list[Registration]:
+def registrations() -> "list[Registration]":
     """Everything registered in this process, apps first."""
     return sorted(_registrations.values(), key=lambda registration: registration.role != "app")
 
 
-def find_for_module(module_name: str) -> Registration | None:
+def find_for_module(module_name: str) -> "Registration | None":
     """The registration a module belongs to: by import name, else the app for ``__main__``."""
     top = module_name.partition(".")[0]
     for registration in _registrations.values():

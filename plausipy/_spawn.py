@@ -16,8 +16,6 @@ non-blocking lock attempt, released at once.
 True
 """
 
-from __future__ import annotations
-
 import os
 import sys
 
@@ -42,12 +40,12 @@ def spawn_sender_unless_running() -> bool:
         return False
 
 
-def sender_command() -> list[str]:
+def sender_command() -> "list[str]":
     """The command line of the sender: this interpreter, ``-m plausipy._sender``."""
     return [sys.executable, "-m", "plausipy._sender"]
 
 
-def try_lock(path: str) -> int | None:
+def try_lock(path: str) -> "int | None":
     """Take the exclusive lock on ``path`` without waiting; the open descriptor, or None if held elsewhere."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -83,7 +81,7 @@ def release_lock(descriptor: int) -> None:
         os.close(descriptor)
 
 
-def _sender_environment() -> dict[str, str]:
+def _sender_environment() -> "dict[str, str]":
     environment = dict(os.environ)
     # Tells the start-up hook of the sender (and of anything it starts) to do nothing.
     environment["PLAUSIPY_SENDER"] = "1"
@@ -91,7 +89,7 @@ def _sender_environment() -> dict[str, str]:
     return environment
 
 
-def _spawn_detached(command: list[str], environment: dict[str, str]) -> bool:
+def _spawn_detached(command: "list[str]", environment: "dict[str, str]") -> bool:
     if _WINDOWS:
         return _spawn_windows(command, environment)
     devnull = os.devnull
@@ -110,7 +108,7 @@ def _spawn_detached(command: list[str], environment: dict[str, str]) -> bool:
     return True
 
 
-def _spawn_windows(command: list[str], environment: dict[str, str]) -> bool:
+def _spawn_windows(command: "list[str]", environment: "dict[str, str]") -> bool:
     import subprocess
 
     flags = subprocess.DETACHED_PROCESS | subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP

@@ -8,8 +8,6 @@ keeps json out of the host. A file the sender cannot read is moved to
 ``spool/corrupt/`` rather than deleted or retried forever.
 """
 
-from __future__ import annotations
-
 import marshal
 import os
 import time
@@ -26,7 +24,7 @@ SPOOL_SUFFIX = ".rec"
 _FORMAT = 1
 
 
-def write_spool(records: list[dict[str, object]], directory: str | None = None) -> str:
+def write_spool(records: "list[dict[str, object]]", directory: "str | None" = None) -> str:
     """Write ``records`` atomically to a new spool file and return its path."""
     directory = directory or _paths.spool_dir()
     os.makedirs(directory, exist_ok=True)
@@ -42,7 +40,7 @@ def write_spool(records: list[dict[str, object]], directory: str | None = None) 
     return final
 
 
-def spool_files(directory: str | None = None) -> list[str]:
+def spool_files(directory: "str | None" = None) -> "list[str]":
     """Complete spool files, oldest first."""
     directory = directory or _paths.spool_dir()
     try:
@@ -52,7 +50,7 @@ def spool_files(directory: str | None = None) -> list[str]:
     return [os.path.join(directory, name) for name in sorted(names) if name.endswith(SPOOL_SUFFIX)]
 
 
-def read_spool(path: str) -> list[dict[str, object]]:
+def read_spool(path: str) -> "list[dict[str, object]]":
     """The raw records of one spool file; raises ValueError if it is not one."""
     with open(path, "rb") as handle:
         data = handle.read()
@@ -65,7 +63,7 @@ def read_spool(path: str) -> list[dict[str, object]]:
     return [record for record in content["records"] if isinstance(record, dict)]
 
 
-def iter_spool(directory: str | None = None) -> Iterator[tuple[str, list[dict[str, object]] | None]]:
+def iter_spool(directory: "str | None" = None) -> "Iterator[tuple[str, list[dict[str, object]] | None]]":
     """Each spool file with its records, or None for a file that cannot be read."""
     for path in spool_files(directory):
         try:

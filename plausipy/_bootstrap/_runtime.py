@@ -4,8 +4,6 @@ Loaded the first time a tracked package is imported (or at exit), so that
 the start-up module stays small enough to cost nothing even without ``.pyc``.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 import time
@@ -53,7 +51,7 @@ def at_exit() -> None:
         remember_problem("exit hook", exc)
 
 
-def kill_switch_for_registration() -> str | None:
+def kill_switch_for_registration() -> "str | None":
     """Like :func:`plausipy._bootstrap.kill_switch`, but a process's own marker does not count."""
     environ = os.environ
     for name in ("DO_NOT_TRACK", "PLAUSIPY_DISABLE"):
@@ -67,7 +65,7 @@ def kill_switch_for_registration() -> str | None:
     return None
 
 
-def remember_problem(where: str, exc: BaseException) -> None:
+def remember_problem(where: str, exc: "BaseException") -> None:
     """Note why plausipy stepped aside, for ``plausipy status``; never raises."""
     try:
         if os.environ.get("PLAUSIPY_DEBUG", "").strip().lower() not in _bootstrap._FALSE_WORDS:
