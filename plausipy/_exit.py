@@ -6,20 +6,15 @@ never waits for the network, and the bootstrap's exit trampoline catches
 everything, so nothing here can change the program's exit.
 """
 
-import os
 import sys
 
-from plausipy import _registry
+from plausipy import _bootstrap, _registry
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from plausipy._policy import Policy
 
 __all__ = ["build_records", "run_exit_hook"]
-
-
-def _debug_enabled() -> bool:
-    return os.environ.get("PLAUSIPY_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def build_records(exit_code: int, policy: "Policy | None" = None) -> "list[dict[str, object]]":
@@ -33,7 +28,7 @@ def build_records(exit_code: int, policy: "Policy | None" = None) -> "list[dict[
     for registration in _registry.registrations():
         decision = policy.decide(registration.package, registration.scope)
         if decision.action != "allow" or decision.scope is None:
-            if _debug_enabled():
+            if _bootstrap.env_flag("PLAUSIPY_DEBUG"):
                 sys.stderr.write(f"plausipy: not reporting {registration.package}: {decision.action} ({decision.reason})\n")
             continue
         records.append(
@@ -75,7 +70,7 @@ def run_exit_hook() -> None:
     records = build_records(exit_code, policy)
     if not records:
         return
-    if _debug_enabled():
+    if _bootstrap.env_flag("PLAUSIPY_DEBUG"):
         _show_records(records)
     from plausipy import _spawn, _spool
 

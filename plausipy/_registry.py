@@ -150,7 +150,7 @@ def is_active() -> bool:
 
 
 def _debug(message: str) -> None:
-    if os.environ.get("PLAUSIPY_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off"):
+    if _bootstrap.env_flag("PLAUSIPY_DEBUG"):
         sys.stderr.write(f"plausipy: {message}\n")
 
 

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 
-from plausipy import _paths, _spool
+from plausipy import _bootstrap, _paths, _spool
 from plausipy._spawn import release_lock, try_lock
 
 __all__ = ["DELIVERY_SECONDS", "LIFETIME_SECONDS", "main", "run_once"]
@@ -117,7 +117,7 @@ def _arm_hard_stop(seconds: int) -> None:
 
 
 def _debug(message: str) -> None:
-    if os.environ.get("PLAUSIPY_DEBUG", "").strip().lower() in ("", "0", "false", "no", "off"):
+    if not _bootstrap.env_flag("PLAUSIPY_DEBUG"):
         return
     try:
         path = os.path.join(_paths.data_dir(), "sender.log")

@@ -39,12 +39,25 @@ index: "dict[str, tuple[str, str, str, str, str | None]]" = {}
 watcher: "_Watcher | None" = None
 
 
+def env_flag(name: str) -> bool:
+    """True when the variable is set to anything but empty, 0, false, no or off."""
+    return os.environ.get(name, "").strip().lower() not in _FALSE_WORDS
+
+
+def user_switch() -> "str | None":
+    """Which of the user's kill switches (DO_NOT_TRACK, PLAUSIPY_DISABLE) is on, if any."""
+    for name in ("DO_NOT_TRACK", "PLAUSIPY_DISABLE"):
+        if env_flag(name):
+            return f"{name} is set"
+    return None
+
+
 def kill_switch() -> "str | None":
     """The reason plausipy must do nothing in this process, or None (DESIGN.md §7)."""
+    reason = user_switch()
+    if reason:
+        return reason
     environ = os.environ
-    for name in ("DO_NOT_TRACK", "PLAUSIPY_DISABLE"):
-        if environ.get(name, "").strip().lower() not in _FALSE_WORDS:
-            return f"{name} is set"
     if environ.get("PLAUSIPY_PARENT") or environ.get("PLAUSIPY_SENDER"):
         # A child of an instrumented process (or our own sender) neither reports nor asks.
         return "started by a process that plausipy already watches"

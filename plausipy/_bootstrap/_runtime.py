@@ -53,10 +53,10 @@ def at_exit() -> None:
 
 def kill_switch_for_registration() -> "str | None":
     """Like :func:`plausipy._bootstrap.kill_switch`, but a process's own marker does not count."""
+    reason = _bootstrap.user_switch()
+    if reason:
+        return reason
     environ = os.environ
-    for name in ("DO_NOT_TRACK", "PLAUSIPY_DISABLE"):
-        if environ.get(name, "").strip().lower() not in _bootstrap._FALSE_WORDS:
-            return f"{name} is set"
     if environ.get("PLAUSIPY_SENDER"):
         return "this is plausipy's sender"
     parent = environ.get("PLAUSIPY_PARENT")
@@ -68,7 +68,7 @@ def kill_switch_for_registration() -> "str | None":
 def remember_problem(where: str, exc: "BaseException") -> None:
     """Note why plausipy stepped aside, for ``plausipy status``; never raises."""
     try:
-        if os.environ.get("PLAUSIPY_DEBUG", "").strip().lower() not in _bootstrap._FALSE_WORDS:
+        if _bootstrap.env_flag("PLAUSIPY_DEBUG"):
             import traceback
 
             sys.stderr.write(f"plausipy: {where} failed:\n")

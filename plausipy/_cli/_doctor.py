@@ -100,15 +100,8 @@ def check_hook() -> Check:
 
 def kill_switch_reason(bootstrap: object) -> str | None:
     """Why plausipy does nothing in this process, if it does nothing (DESIGN.md §7)."""
-    reason = getattr(bootstrap, "disabled_reason", None)
-    if reason:
-        return str(reason)
-    for name in ("DO_NOT_TRACK", "PLAUSIPY_DISABLE"):
-        if os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off"):
-            return f"{name} is set"
-    if os.environ.get("PLAUSIPY_PARENT"):
-        return "PLAUSIPY_PARENT is set: started by a process that plausipy already watches"
-    return None
+    # What the hook decided at start, else what it would decide now (the same function).
+    return getattr(bootstrap, "disabled_reason", None) or bootstrap.kill_switch()  # type: ignore[attr-defined]
 
 
 # -- the index and the state -------------------------------------------------------------------
