@@ -1,9 +1,9 @@
-"""What a global ``sys.monitoring`` callback costs: 1,000,000 exceptions raised out of a function.
+"""What watching the exit code costs a program: 1,000,000 exceptions raised out of a function.
 
 The loop runs in a child whose ``__main__`` imported a tracked library (so
-plausipy registered it and, on Python ≥ 3.12, enabled its ``PY_UNWIND``
-callback; on 3.10/3.11 ``sys.exit`` is wrapped instead), policy allow, vs the
-same child with ``PLAUSIPY_DISABLE=1``. The child times the loop alone
+plausipy registered it: ``sys.exit`` wrapped and, on Python ≥ 3.12,
+``sys.monitoring`` local events on the ``__main__`` code object), policy
+allow, vs the same child with ``PLAUSIPY_DISABLE=1``. The child times the loop alone
 (``time.process_time``). Target: ≤ 5 % slower.
 
     .venv/bin/python bench/bench_exceptions.py --rounds 5 --python 3.12 --python 3.10
@@ -41,7 +41,7 @@ started = time.process_time()
 loop({count})
 elapsed = time.process_time() - started
 watched = "plausipy._exitcode" in sys.modules and getattr(sys, "monitoring", None) is not None \\
-    and any(sys.monitoring.get_tool(tool) == "plausipy" for tool in range(6))
+    and any(sys.monitoring.get_tool(tool) == "plausipy" for tool in range(6))  # local events on __main__
 print(elapsed * 1000.0, watched)
 """
 
@@ -75,7 +75,7 @@ def run(workspace: harness.Workspace, pythons: dict[str, str], rounds: int, coun
         harness.kill_senders(home)
         off, on = harness.median(samples["disabled"]), harness.median(samples["allow"])
         percent = (on / off - 1.0) * 100.0
-        how = "sys.monitoring PY_UNWIND" if any(seen) else "sys.exit wrapper (no callback)"
+        how = "sys.monitoring local events" if any(seen) else "sys.exit wrapper only"
         rows.append([minor, how, f"{off:.0f}", f"{on:.0f}", f"{percent:+.2f} %"])
         summary.append(f"exceptions {minor} ({how}): {percent:+.2f} % {harness.verdict(percent, TARGET_PERCENT, '%')}")
     return harness.print_report(

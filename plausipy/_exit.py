@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["build_records", "run_exit_hook"]
 
 
-def build_records(exit_code: int, policy: "Policy | None" = None) -> "list[dict[str, object]]":
+def build_records(exit_code: "int | None", policy: "Policy | None" = None) -> "list[dict[str, object]]":
     """The raw records this process reports, as ``policy`` (default: the one on disk) says."""
     from plausipy._policy import load_policy
     from plausipy._record import DEFAULT_ENDPOINT, build_raw_record

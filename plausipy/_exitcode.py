@@ -1,21 +1,34 @@
 """The process's exit code, seen without installing any signal handler.
 
 By the time ``atexit`` callbacks run, Python has already turned the way out
-of ``__main__`` into an exit status and forgotten it. So we watch the way out:
+of ``__main__`` into an exit status and forgotten it. So we watch the ways
+out, without costing the program anything while it runs:
 
-* Python ≥ 3.12: ``sys.monitoring`` reports every exception that unwinds a
-  frame (``PY_UNWIND``; it can only be enabled globally). The callback does
-  one identity check against the ``__main__`` module's code object, so a
-  program that raises a million exceptions barely notices (bench/bench_exceptions.py).
-  This sees ``raise SystemExit(main())``, ``sys.exit(n)``, uncaught
-  exceptions and KeyboardInterrupt alike.
-* Python 3.10–3.11: ``sys.exit`` is wrapped and ``sys.excepthook`` chained.
-  What this cannot see: ``raise SystemExit(n)`` written out by hand (reported
-  as 0), and uncaught exceptions when the program replaces ``sys.excepthook``
-  after plausipy registered (reported as 0).
+* An uncaught exception: Python stores it in ``sys.last_value`` (and
+  ``sys.last_exc`` on 3.12+) before it prints the traceback, so ``atexit``
+  still finds it; KeyboardInterrupt is 130, anything else 1. No
+  ``sys.excepthook`` is replaced.
+* ``sys.exit(n)``, anywhere: ``sys.exit`` is wrapped to note ``n``.
+* Python ≥ 3.12: ``sys.monitoring`` *local* events on the ``__main__``
+  module's code object alone. ``PY_RETURN`` says the module ran to its end
+  (exit 0, whatever was caught on the way); ``CALL`` sees module-level
+  ``raise SystemExit(main())``, ``exit(n)`` and ``quit()``. Every other
+  call site answers ``DISABLE`` the first time it runs and is never
+  instrumented again, so the program's hot loops and its exceptions run at
+  full speed. (A global ``PY_UNWIND`` callback, the only way to see every
+  unwind, costs 11–17 % on an exception-heavy loop even when it is a C
+  function: bench/bench_exceptions.py.)
 
-Everywhere: ``os._exit`` and death by a signal skip ``atexit``, so such runs
-are not reported at all.
+What cannot be seen:
+
+* 3.12+: a ``raise SystemExit(n)`` written by hand inside a function, which
+  ends the module without an exit call plausipy saw: the exit code is sent
+  as ``null`` (unknown), never guessed.
+* 3.10–3.11 (no ``sys.monitoring``): a hand-written ``raise SystemExit(n)``
+  anywhere is reported as 0, and a ``sys.exit(n)`` that the program caught
+  before ending normally is reported as ``n``.
+* Everywhere: ``os._exit`` and death by a signal skip ``atexit``, so such
+  runs are not reported at all.
 """
 
 import sys
@@ -25,10 +38,14 @@ __all__ = ["exit_code", "exit_code_of", "install"]
 _TOOL_NAME = "plausipy"
 _installed = False
 _main_code: object = None
-_last_exception: "BaseException | None" = None
-_exit_status: object = None
+#: Whether local events watch the ``__main__`` module (3.12+, main code found, a tool id free).
+_watching_main = False
+_main_returned = False
+#: The latest exit status asked for (``sys.exit``, or a module-level exit call), if any.
 _exit_called = False
-_uncaught: "type[BaseException] | None" = None
+_exit_status: object = None
+#: ``sys.last_value`` when plausipy registered: an older one is not this run's ending.
+_last_value_before: object = None
 
 
 def exit_code_of(exception: "BaseException | None") -> int:
@@ -54,14 +71,17 @@ def _status_code(status: object) -> int:
     return 1
 
 
-def exit_code() -> int:
-    """The best knowledge of this process's exit code, asked at exit."""
-    if _last_exception is not None:
-        return exit_code_of(_last_exception)
-    if _uncaught is not None:
-        return 130 if issubclass(_uncaught, KeyboardInterrupt) else 1
+def exit_code() -> "int | None":
+    """The best knowledge of this process's exit code, asked at exit; None when unknown."""
+    if _watching_main and _main_returned:
+        return 0
+    uncaught = getattr(sys, "last_value", None)
+    if uncaught is not None and uncaught is not _last_value_before:
+        return exit_code_of(uncaught)
     if _exit_called:
         return _status_code(_exit_status)
+    if _watching_main:
+        return None  # the module ended by a SystemExit raised where we could not look
     return 0
 
 
@@ -79,50 +99,68 @@ def _find_main_code() -> object:
 
 def install() -> None:
     """Start watching for the way out of ``__main__`` (once per process)."""
-    global _installed, _main_code
+    global _installed, _main_code, _watching_main, _last_value_before
     if _installed:
         return
     _installed = True
-    _main_code = _find_main_code()
-    if sys.version_info >= (3, 12) and _main_code is not None and _install_monitoring():
-        return
-    _install_wrappers()
+    _last_value_before = getattr(sys, "last_value", None)
+    _wrap_sys_exit()
+    if sys.version_info >= (3, 12):
+        _main_code = _find_main_code()
+        if _main_code is not None:
+            _watching_main = _watch_main_module(_main_code)
 
 
-def _on_unwind(code: object, offset: int, exception: "BaseException") -> None:
-    # Runs for every exception leaving any frame in the whole program: keep it to one check.
-    if code is _main_code:
-        global _last_exception
-        _last_exception = exception
+def _note_exit(status: object) -> None:
+    global _exit_called, _exit_status
+    _exit_called, _exit_status = True, status
 
 
-def _install_monitoring() -> bool:
+def _wrap_sys_exit() -> None:
+    original_exit = sys.exit
+
+    def exit(status: object = None) -> None:
+        _note_exit(status)
+        original_exit(status)
+
+    exit.__doc__ = original_exit.__doc__
+    sys.exit = exit
+
+
+def _is_exit_call(target: object) -> bool:
+    if target is sys.exit:
+        return True  # noted by the wrapper itself; keep the site watched all the same
+    if isinstance(target, type):
+        return issubclass(target, SystemExit)
+    return type(target).__name__ == "Quitter"  # the exit() and quit() that site adds to builtins
+
+
+def _watch_main_module(code: object) -> bool:
     monitoring = sys.monitoring  # type: ignore[attr-defined]
+    events = monitoring.events
+    disable = monitoring.DISABLE
+    missing = monitoring.MISSING
+
+    def on_call(code: object, offset: int, target: object, first_argument: object) -> object:
+        # Runs once per call site of the module's own code: exit calls stay watched, the rest never again.
+        if not _is_exit_call(target):
+            return disable
+        if target is not sys.exit:
+            _note_exit(None if first_argument is missing else first_argument)
+        return None
+
+    def on_return(code: object, offset: int, value: object) -> object:
+        global _main_returned
+        _main_returned = True
+        return disable
+
     for tool in (4, 3, 5, 2, 1, 0):
         try:
             monitoring.use_tool_id(tool, _TOOL_NAME)
         except ValueError:
             continue  # taken by a debugger, profiler or coverage
-        monitoring.register_callback(tool, monitoring.events.PY_UNWIND, _on_unwind)
-        monitoring.set_events(tool, monitoring.events.PY_UNWIND)
+        monitoring.register_callback(tool, events.CALL, on_call)
+        monitoring.register_callback(tool, events.PY_RETURN, on_return)
+        monitoring.set_local_events(tool, code, events.CALL | events.PY_RETURN)
         return True
     return False
-
-
-def _install_wrappers() -> None:
-    original_exit = sys.exit
-    original_hook = sys.excepthook
-
-    def exit(status: object = None) -> None:
-        global _exit_called, _exit_status
-        _exit_called, _exit_status = True, status
-        original_exit(status)
-
-    def excepthook(kind: "type[BaseException]", value: "BaseException", traceback: object) -> None:
-        global _uncaught
-        _uncaught = kind
-        original_hook(kind, value, traceback)
-
-    exit.__doc__ = original_exit.__doc__
-    sys.exit = exit
-    sys.excepthook = excepthook

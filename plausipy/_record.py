@@ -184,7 +184,7 @@ def build_raw_record(
     scope: str,
     categories: "tuple[str, ...]",
     started: float,
-    exit_code: int,
+    exit_code: "int | None",
     props: "dict[str, object]",
 ) -> "dict[str, object]":
     """Everything the host knows about one package's run, ready for the spool."""
