@@ -40,7 +40,7 @@ def loop(count):
 started = time.process_time()
 loop({count})
 elapsed = time.process_time() - started
-watched = "plausipy._exitcode" in sys.modules and getattr(sys, "monitoring", None) is not None \\
+watched = "plausipy._host" in sys.modules and getattr(sys, "monitoring", None) is not None \\
     and any(sys.monitoring.get_tool(tool) == "plausipy" for tool in range(6))  # local events on __main__
 print(elapsed * 1000.0, watched)
 """

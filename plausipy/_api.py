@@ -12,6 +12,10 @@ import sys
 from plausipy import _bootstrap
 from plausipy._record import check_key, check_props, check_scope
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+
 __all__ = ["app", "consent", "disable", "lib", "track"]
 
 
@@ -53,11 +57,12 @@ def consent() -> None:
     """Ask now, once, about everything registered and undecided (if a terminal allows it)."""
     try:
         _bootstrap.reconcile()
-        if "plausipy._registry" not in sys.modules:
+        host = _registered_host()
+        if host is None:
             return
-        from plausipy import _consent, _registry
+        from plausipy import _consent
 
-        _consent.resolve(_registry.registrations(), at_exit=False)
+        _consent.resolve(host.registrations(), at_exit=False)
     except Exception as exc:
         _bootstrap.remember_problem("consent()", exc)
 
@@ -68,12 +73,11 @@ def track(**props: object) -> None:
     >>> plausipy.track(command="build", workers=4)  # doctest: +SKIP
     """
     checked = check_props(props)
-    if "plausipy._registry" not in sys.modules:
+    host = _registered_host()
+    if host is None:
         return  # nothing registered (or plausipy disabled): nothing to annotate
-    from plausipy import _registry
-
     caller = sys._getframe(1).f_globals.get("__name__", "__main__")
-    registration = _registry.find_for_module(caller)
+    registration = host.find_for_module(caller)
     if registration is None:
         return
     merged = {**registration.props, **checked}
@@ -83,13 +87,18 @@ def track(**props: object) -> None:
 def disable() -> None:
     """Collect nothing in this process from now on (nothing is asked or sent)."""
     _bootstrap.remove_watcher()
-    if "plausipy._registry" in sys.modules:
-        from plausipy import _registry
-
-        _registry.disable()
+    host = sys.modules.get("plausipy._host")
+    if host is not None:
+        host.disable()
     else:
         _bootstrap.disabled_reason = "plausipy.disable() was called"
         _bootstrap.index.clear()
+
+
+def _registered_host() -> ModuleType | None:
+    # The host module once something registered; None keeps a process that registered nothing from loading it.
+    host = sys.modules.get("plausipy._host")
+    return host if host is not None and host.marked else None
 
 
 def _caller_import_name(depth: int) -> str | None:
@@ -134,9 +143,9 @@ def _register(
         if version is None:
             version = found[1] if found else "0"
     try:
-        from plausipy import _registry
+        from plausipy import _host
 
-        _registry.register(
+        _host.register(
             package=name,
             version=version,
             role=role,
@@ -153,8 +162,7 @@ def disabled() -> bool:
     """True when a kill switch or :func:`disable` turned plausipy off in this process."""
     if _bootstrap.kill_switch_for_registration() is not None:
         return True
-    if "plausipy._registry" in sys.modules:
-        from plausipy import _registry
-
-        return not _registry.is_active()
+    host = sys.modules.get("plausipy._host")
+    if host is not None:
+        return not host.is_active()
     return _bootstrap.disabled_reason == "plausipy.disable() was called"

@@ -27,8 +27,7 @@ parsed gives the defaults (ask, collect nothing) and a ``problem`` that
 
 import os
 
-from plausipy import _paths
-from plausipy._record import CATEGORIES, SCOPES, check_scope, narrower_scope
+from plausipy._host import CATEGORIES, SCOPES, Decision, PolicyRules, check_scope, normalize_name, policy_file
 
 __all__ = ["Decision", "Policy", "PolicyError", "load_policy", "normalize_name", "save_policy"]
 
@@ -40,40 +39,8 @@ class PolicyError(ValueError):
     """The policy file or a requested change is not valid."""
 
 
-def normalize_name(name: str) -> str:
-    """PEP 503 name: ``normalize_name("Acme_Lib") == "acme-lib"``."""
-    out = []
-    previous_dash = False
-    for char in name.strip().lower():
-        if char in "-_.":
-            if not previous_dash:
-                out.append("-")
-            previous_dash = True
-        else:
-            out.append(char)
-            previous_dash = False
-    return "".join(out)
-
-
-# Plain classes, not dataclasses: this module is imported at exit in the host,
-# and `dataclasses` drags in `inspect` and `re` (several ms without .pyc files).
-class Decision:
-    """What the policy says for one package: ``allow`` (with a scope), ``deny`` or ``ask``."""
-
-    __slots__ = ("action", "reason", "scope")
-
-    def __init__(self, action: str, scope: "str | None" = None, reason: str = "") -> None:
-        self.action, self.scope, self.reason = action, scope, reason
-
-    def __repr__(self) -> str:
-        return f"Decision({self.action!r}, scope={self.scope!r}, reason={self.reason!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Decision) and (self.action, self.scope) == (other.action, other.scope)
-
-
-class Policy:
-    """Global consent, granted scope, shared categories and per-package rules."""
+class Policy(PolicyRules):
+    """Global consent, granted scope, shared categories and per-package rules, and the means to change them."""
 
     def __init__(
         self,
@@ -85,30 +52,9 @@ class Policy:
         asked_at: float = 0.0,
         problem: "str | None" = None,
     ) -> None:
-        self.consent = consent
-        self.scope = scope
-        self.share = dict.fromkeys(CATEGORIES, True) if share is None else dict(share)
-        self.packages = {} if packages is None else dict(packages)
+        super().__init__(consent, scope, share=share, packages=packages)
         self.asked_at = asked_at
         self.problem = problem
-
-    def decide(self, package: str, requested_scope: str) -> "Decision":
-        """The decision for ``package`` asking for ``requested_scope``: the package's rule first."""
-        rule = self.packages.get(normalize_name(package))
-        if rule is not None:
-            action, scope = rule
-            if action == "deny":
-                return Decision("deny", reason=f"rule for {package}")
-            return Decision("allow", narrower_scope(requested_scope, scope or self.scope), f"rule for {package}")
-        if self.consent == "allow":
-            return Decision("allow", narrower_scope(requested_scope, self.scope), "global allow")
-        if self.consent == "deny":
-            return Decision("deny", reason="global deny")
-        return Decision("ask", reason="not answered yet")
-
-    def shared_categories(self) -> "tuple[str, ...]":
-        """The categories the user shares, in schema order."""
-        return tuple(name for name in CATEGORIES if self.share.get(name, True))
 
     def may_ask_now(self, now: float) -> bool:
         """False for a day after "Not now", so the dialog asks at most once a day."""
@@ -268,7 +214,7 @@ def render_policy(policy: "Policy") -> str:
 
 def load_policy(path: "str | None" = None) -> "Policy":
     """The policy on disk; defaults (ask) with ``problem`` set if it is missing or broken."""
-    path = path or _paths.policy_file()
+    path = path or policy_file()
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -284,7 +230,7 @@ def load_policy(path: "str | None" = None) -> "Policy":
 
 def save_policy(policy: "Policy", path: "str | None" = None) -> str:
     """Write the policy atomically (temp file + rename) and return its path."""
-    path = path or _paths.policy_file()
+    path = path or policy_file()
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(directory, f".policy-{os.getpid()}-{os.urandom(4).hex()}.tmp")

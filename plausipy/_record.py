@@ -2,23 +2,19 @@
 
 Two steps, split so the host never imports json, hashlib or sqlite:
 
-1. At exit the host builds a *raw record* with :func:`build_raw_record`: plain
-   facts (str, int, float, bool, None, dict, list) that :mod:`marshal` can
-   spool. It carries the delivery metadata (``key``, ``endpoint``,
+1. At exit the host builds a *raw record* with
+   :func:`plausipy._host.build_raw_record`: plain facts (str, int, float,
+   bool, None, dict, list) that :mod:`marshal` can spool. It carries the delivery metadata (``key``, ``endpoint``,
    ``created``) and the shared ``categories`` beside the facts.
 2. The detached sender turns it into the *wire record* with
    :func:`finalize_record`: the ``uid`` (an HMAC of the local secret, or the
    run's random value for anonymous scope), country and region from the time
    zone, and every field of a category the user turned off set to ``None``.
-
-Raw record keys: ``run_id key endpoint created package version role scope
-anonymous_uid hour duration_ms peak_rss_kib exit_code os arch python
-implementation timezone props categories``.
 """
 
 import os
-import sys
-import time
+
+from plausipy._host import CATEGORIES, DEFAULT_ENDPOINT, SCOPES, build_raw_record, check_scope, narrower_scope
 
 __all__ = [
     "CATEGORIES",
@@ -34,17 +30,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-#: Where records go when a package declares no collector of its own.
-DEFAULT_ENDPOINT = "https://collector.plausipy.org"
-#: Widest first: "user" links all packages, "anonymous" links nothing.
-SCOPES = ("user", "package", "anonymous")
-#: What the user can turn off, and the wire fields each one covers.
-CATEGORIES = {
-    "runtime": ("duration_ms", "peak_rss_kib", "exit_code"),
-    "system": ("os", "arch", "python", "implementation"),
-    "location": ("country", "region", "timezone"),
-    "properties": ("props",),
-}
 #: Every field of a wire record, in the order of DESIGN.md §4.
 WIRE_FIELDS = (
     "v", "run_id", "scope", "uid", "package", "version", "role", "hour",
@@ -73,18 +58,6 @@ def check_key(key: object) -> str:
     return key
 
 
-def check_scope(scope: object) -> str:
-    """Return ``scope`` if it is one of ``user``, ``package``, ``anonymous``, else raise ValueError."""
-    if scope not in SCOPES:
-        raise ValueError(f"plausipy scope must be one of {', '.join(SCOPES)}, got {scope!r}")
-    return scope  # type: ignore[return-value]
-
-
-def narrower_scope(requested: str, granted: str) -> str:
-    """The more private of two scopes: ``narrower_scope("user", "package") == "package"``."""
-    return SCOPES[max(SCOPES.index(requested), SCOPES.index(granted))]
-
-
 def check_props(props: "dict[str, object]") -> "dict[str, object]":
     """Return a copy of custom properties if they fit §4's limits, else raise ValueError.
 
@@ -107,110 +80,6 @@ def check_props(props: "dict[str, object]") -> "dict[str, object]":
             raise ValueError(f"property {name!r}: values are str, int, float or bool, got {type(value).__name__}")
         checked[name] = value
     return checked
-
-
-def new_run_id() -> str:
-    """A random UUID4 string, without importing :mod:`uuid` in the host."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    text = raw.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-
-def hour_of(timestamp: float) -> str:
-    """ISO 8601 UTC truncated to the hour: ``hour_of(0) == "1970-01-01T00:00:00Z"``."""
-    t = time.gmtime(timestamp)
-    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:00:00Z"
-
-
-_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "aarch64": "arm64", "arm64": "arm64", "i686": "x86", "i386": "x86"}
-
-
-def system_facts() -> "dict[str, str]":
-    """OS, architecture, Python version and implementation, and nothing more."""
-    if sys.platform.startswith("linux"):
-        os_name = "linux"
-    elif sys.platform == "darwin":
-        os_name = "darwin"
-    elif sys.platform in ("win32", "cygwin"):
-        os_name = "windows"
-    else:
-        os_name = sys.platform.rstrip("0123456789")
-    try:
-        machine = os.uname().machine.lower()
-    except AttributeError:  # Windows
-        machine = os.environ.get("PROCESSOR_ARCHITECTURE", "unknown").lower()
-    version = sys.version_info
-    return {
-        "os": os_name,
-        "arch": _ARCH_ALIASES.get(machine, machine),
-        "python": f"{version[0]}.{version[1]}.{version[2]}",
-        "implementation": sys.implementation.name,
-    }
-
-
-def peak_rss_kib() -> "int | None":
-    """Peak resident memory of this process in KiB (``/proc``, ``resource``, psutil on Windows)."""
-    try:
-        # Linux: one small read instead of loading the `resource` extension at exit.
-        with open("/proc/self/status", "rb") as handle:
-            for line in handle:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import resource
-    except ImportError:
-        try:
-            import psutil
-
-            info = psutil.Process().memory_info()
-            return int(getattr(info, "peak_wset", info.rss)) // 1024
-        except Exception:
-            return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak // 1024 if sys.platform == "darwin" else peak)  # macOS counts bytes
-
-
-def build_raw_record(
-    *,
-    package: str,
-    version: str,
-    role: str,
-    key: str,
-    endpoint: str,
-    scope: str,
-    categories: "tuple[str, ...]",
-    started: float,
-    exit_code: "int | None",
-    props: "dict[str, object]",
-) -> "dict[str, object]":
-    """Everything the host knows about one package's run, ready for the spool."""
-    now = time.time()
-    raw: "dict[str, object]" = {
-        "run_id": new_run_id(),
-        "key": key,
-        "endpoint": endpoint,
-        "created": now,
-        "package": package,
-        "version": version,
-        "role": role,
-        "scope": scope,
-        "anonymous_uid": os.urandom(16).hex() if scope == "anonymous" else None,
-        "hour": hour_of(started),
-        "duration_ms": max(0, int((now - started) * 1000)),
-        "peak_rss_kib": peak_rss_kib(),
-        "exit_code": exit_code,
-        # The time zone is looked up by the sender (same machine, same TZ): checking
-        # the name against zone.tab costs about 1 ms that the host should not pay.
-        "timezone": None,
-        "props": dict(props),
-        "categories": tuple(categories),
-    }
-    raw.update(system_facts())
-    return raw
 
 
 def uid_for(scope: str, package: str, secret: bytes, anonymous_uid: "str | None") -> str:

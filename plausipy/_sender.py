@@ -1,6 +1,6 @@
 """The detached sender: ``python -m plausipy._sender``.
 
-Started by an exiting program (:mod:`plausipy._spawn`) with no terminal and
+Started by an exiting program (:mod:`plausipy._host`) with no terminal and
 ``PLAUSIPY_SENDER=1`` in its environment, so the start-up hook stays out of
 its way. One at a time, under the sender lock, it
 
@@ -27,7 +27,7 @@ import sys
 import time
 
 from plausipy import _bootstrap, _paths, _spool
-from plausipy._spawn import release_lock, try_lock
+from plausipy._host import release_lock, try_lock
 
 __all__ = ["DELIVERY_SECONDS", "LIFETIME_SECONDS", "main", "run_once"]
 
@@ -60,7 +60,7 @@ def main() -> int:
             if not arrived:
                 break
             if time.monotonic() >= deadline:
-                from plausipy._spawn import spawn_sender_unless_running
+                from plausipy._host import spawn_sender_unless_running
 
                 _debug(f"{len(arrived)} spool file(s) arrived at the deadline; handing over to a new sender")
                 spawn_sender_unless_running()

@@ -2,42 +2,24 @@
 
 One file per exiting process, ``<ns>-<pid>-<random>.rec`` in the spool dir,
 holding ``marshal.dumps({"v": 1, "records": [raw, …]})`` (raw records as
-built by :func:`plausipy._record.build_raw_record`). It is written to a
-``.tmp`` name and renamed, so the sender never sees half a file; marshal
+built by :func:`plausipy._host.build_raw_record`). The host writes it to a
+``.tmp`` name and renames it, so the sender never sees half a file; marshal
 keeps json out of the host. A file the sender cannot read is moved to
 ``spool/corrupt/`` rather than deleted or retried forever.
 """
 
 import marshal
 import os
-import time
 
 from plausipy import _paths
+from plausipy._host import SPOOL_FORMAT as _FORMAT
+from plausipy._host import SPOOL_SUFFIX, write_spool
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at exit; annotations are strings anyway
     from collections.abc import Iterator
 
 __all__ = ["SPOOL_SUFFIX", "read_spool", "spool_files", "write_spool"]
-
-SPOOL_SUFFIX = ".rec"
-_FORMAT = 1
-
-
-def write_spool(records: "list[dict[str, object]]", directory: "str | None" = None) -> str:
-    """Write ``records`` atomically to a new spool file and return its path."""
-    directory = directory or _paths.spool_dir()
-    os.makedirs(directory, exist_ok=True)
-    name = f"{time.time_ns()}-{os.getpid()}-{os.urandom(4).hex()}"
-    temporary = os.path.join(directory, name + ".tmp")
-    final = os.path.join(directory, name + SPOOL_SUFFIX)
-    payload = marshal.dumps({"v": _FORMAT, "records": records})
-    # No fsync: the rename makes the file appear whole or not at all, which is what
-    # the sender needs; an fsync would cost the exiting program milliseconds.
-    with open(temporary, "wb") as handle:
-        handle.write(payload)
-    os.replace(temporary, final)
-    return final
 
 
 def spool_files(directory: "str | None" = None) -> "list[str]":

@@ -12,7 +12,7 @@ from support import INTERPRETERS, KEYS, interpreter_id
 HEAVY_MODULES = {
     "json", "re", "threading", "tomllib", "subprocess", "sqlite3", "requests", "psutil", "blessed",
     "click", "importlib.metadata", "hashlib", "typing", "dataclasses", "inspect", "platformdirs",
-    "plausipy._registry", "plausipy._exit", "plausipy._policy",
+    "plausipy._host", "plausipy._policy",
 }  # fmt: skip
 
 PROBE = "import sys, json; print(json.dumps({'modules': sorted(sys.modules), 'meta_path': [type(f).__name__ for f in sys.meta_path]}))"

@@ -93,6 +93,25 @@ def test_package_rules_win_over_the_global_choice(venv, home, fresh_collector):
     assert [r["package"] for r in fresh_collector.records] == ["betalib"]
 
 
+def test_policy_edited_by_hand_or_a_broken_rules_cache_takes_effect_at_once(venv, home, fresh_collector):
+    # The exit hook reads a marshal copy of the policy's rules while policy.toml is unchanged.
+    allow(venv, home)
+    program = write_program(home, "app.py", USES_ACME)
+    venv.run([program], home)
+    assert len(wait_records(fresh_collector, 1)) == 1
+    (rules_cache,) = (home / "state").rglob("policy.marshal")
+    policy_file = next((home / "state").rglob("policy.toml"))
+    policy_file.write_text(policy_file.read_text().replace('consent = "allow"', 'consent = "deny"'))
+    venv.run([program], home)
+    flush(venv, home)
+    assert len(fresh_collector.records) == 1  # the edit was seen: nothing more sent
+    policy_file.write_text(policy_file.read_text().replace('consent = "deny"', 'consent = "allow"'))
+    rules_cache.write_bytes(b"not marshal")
+    result = venv.run([program], home)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert len(wait_records(fresh_collector, 2)) == 2
+
+
 @pytest.mark.parametrize("switch", ["DO_NOT_TRACK", "PLAUSIPY_DISABLE"])
 def test_kill_switches_win_over_allow(venv, home, fresh_collector, switch):
     allow(venv, home)

@@ -8,6 +8,7 @@ Wall time is only ever checked against generous upper bounds.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import socket
@@ -23,7 +24,7 @@ from collector import RecordingCollector
 from plausipy import _paths, _spool
 from plausipy._ledger import Ledger
 from plausipy._record import build_raw_record
-from plausipy._spawn import release_lock, try_lock
+from plausipy._host import release_lock, try_lock
 
 KEY = "Acme0000000000000000000000000001"
 OTHER_KEY = "Beta0000000000000000000000000002"
@@ -193,7 +194,7 @@ def test_thirty_concurrent_exits_deliver_each_record_exactly_once(home: Path, co
         "import sys, time\n"
         "from plausipy._record import build_raw_record\n"
         "from plausipy._spool import write_spool\n"
-        "from plausipy._spawn import spawn_sender_unless_running\n"
+        "from plausipy._host import spawn_sender_unless_running\n"
         "raw = build_raw_record(package='acmelib', version='1', role='lib', key=sys.argv[1], endpoint=sys.argv[2],\n"
         "    scope='package', categories=('runtime',), started=time.time(), exit_code=0, props={})\n"
         "write_spool([raw])\n"
@@ -215,18 +216,34 @@ def test_thirty_concurrent_exits_deliver_each_record_exactly_once(home: Path, co
     assert set(ledger_statuses().values()) == {"sent"}
 
 
+@contextlib.contextmanager
+def lock_held_by_another_process():  # type: ignore[no-untyped-def]
+    """The sender lock, held by a separate process (the lock keeps other processes out)."""
+    code = (
+        "import sys\n"
+        "from plausipy import _paths\n"
+        "from plausipy._host import try_lock\n"
+        "print(try_lock(_paths.sender_lock_file()) is not None, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "True\n"
+        yield
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
 def test_spawn_does_nothing_while_a_sender_holds_the_lock(home: Path, collector: RecordingCollector) -> None:
-    from plausipy._spawn import spawn_sender_unless_running
+    from plausipy._host import spawn_sender_unless_running
 
     _spool.write_spool([raw_record(collector.url)])
-    lock = try_lock(_paths.sender_lock_file())
-    assert lock is not None
-    try:
+    with lock_held_by_another_process():
+        assert sender_idle() is False
         assert spawn_sender_unless_running() is False
         assert run_sender().returncode == 0  # a sender started anyway steps aside
         assert len(_spool.spool_files()) == 1 and collector.requests == []
-    finally:
-        release_lock(lock)
 
     assert spawn_sender_unless_running() is True
     assert wait_for(lambda: len(collector.records) == 1 and sender_idle())
@@ -235,7 +252,7 @@ def test_spawn_does_nothing_while_a_sender_holds_the_lock(home: Path, collector:
 def test_spawn_never_raises_or_prints_when_state_is_unusable(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
-    code = "from plausipy._spawn import spawn_sender_unless_running as s; print(s())"
+    code = "from plausipy._host import spawn_sender_unless_running as s; print(s())"
 
     result = subprocess.run(
         [sys.executable, "-c", code], env={**os.environ, "PLAUSIPY_HOME": str(blocker)}, capture_output=True, text=True, timeout=60

@@ -6,11 +6,11 @@ imported already (``sys``, ``os``) beyond the built-in ``marshal``, ``time``
 and ``atexit``, reads one small cached file and installs one meta-path
 watcher. It does without ``from __future__ import annotations`` (a module
 load of its own at every start), so its annotations are quoted. Everything
-that runs later lives in :mod:`plausipy._bootstrap._runtime`::
+that runs later lives in :mod:`plausipy._host`::
 
     start()                      kill switches ─► load the cached key index ─► install_watcher()
-    _Watcher.find_spec(name)     one dict lookup; a tracked name ─► _runtime.seen()
-    _at_exit()                   _runtime.at_exit(): reconcile ─► plausipy._exit.run_exit_hook()
+    _Watcher.find_spec(name)     one dict lookup; a tracked name ─► _host.seen()
+    _at_exit()                   _host.at_exit(): reconcile ─► report, if anything registered
 
 Nothing here raises into the host: failures are noted for ``plausipy status``.
 """
@@ -166,7 +166,7 @@ class _Watcher:
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
         if fullname in self.tracked:
-            from plausipy._bootstrap._runtime import seen
+            from plausipy._host import seen
 
             seen(fullname)
         return None
@@ -196,11 +196,12 @@ def _at_exit() -> None:
     try:
         # Most processes never import a tracked package: they leave without loading anything.
         current = watcher
-        if "plausipy._registry" not in sys.modules and (
+        host = sys.modules.get("plausipy._host")
+        if not (host is not None and host.marked) and (
             current is None or not any(name in sys.modules for name in current.tracked)
         ):
             return
-        from plausipy._bootstrap._runtime import at_exit
+        from plausipy._host import at_exit
 
         at_exit()
     except BaseException:  # not even KeyboardInterrupt escapes into the host's exit
@@ -213,7 +214,7 @@ def _at_exit() -> None:
 def remember_problem(where: str, exc: BaseException) -> None:
     """Note why plausipy stepped aside, for ``plausipy status``; never raises."""
     try:
-        from plausipy._bootstrap._runtime import remember_problem as remember
+        from plausipy._host import remember_problem as remember
 
         remember(where, exc)
     except BaseException:
@@ -222,7 +223,7 @@ def remember_problem(where: str, exc: BaseException) -> None:
 
 def reconcile() -> None:
     """Register tracked packages imported behind the watcher's back."""
-    from plausipy._bootstrap._runtime import reconcile as reconcile_modules
+    from plausipy._host import reconcile as reconcile_modules
 
     reconcile_modules()
 
@@ -240,6 +241,6 @@ def remove_watcher() -> None:
 
 def kill_switch_for_registration() -> "str | None":
     """Like :func:`kill_switch`, but a process's own marker does not count against it."""
-    from plausipy._bootstrap._runtime import kill_switch_for_registration as check
+    from plausipy._host import kill_switch_for_registration as check
 
     return check()

@@ -154,14 +154,22 @@ def _import_names(dist_info: str) -> list[str]:
 
 def write_index(path: str, content: tuple) -> None:
     """Write the cache atomically; a read-only cache dir just means rebuilding next time."""
+    write_cache_file(path, marshal.dumps(content))
+
+
+def write_cache_file(path: str, payload: bytes) -> None:
+    """Write a cache file atomically; failing to write it costs the next run a rebuild, nothing more."""
+    temporary = f"{path}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        temporary = f"{path}.{os.getpid()}.tmp"
         with open(temporary, "wb") as handle:
-            handle.write(marshal.dumps(content))
+            handle.write(payload)
         os.replace(temporary, path)
     except OSError:
-        pass
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
 
 
 def find_distribution(import_name: str | None, paths: list[str], *, name: str | None = None) -> tuple[str, str] | None:

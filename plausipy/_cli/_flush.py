@@ -38,7 +38,7 @@ def flush(timeout: float, as_json: bool) -> None:
     from plausipy._delivery import deliver
     from plausipy._identity import load_or_create_secret
     from plausipy._ledger import Ledger, LedgerError
-    from plausipy._spawn import release_lock
+    from plausipy._host import release_lock
 
     deadline = time.monotonic() + timeout
     lock = _wait_for_lock(_paths.sender_lock_file(), deadline)
@@ -72,7 +72,7 @@ def flush(timeout: float, as_json: bool) -> None:
 
 
 def _wait_for_lock(path: str, deadline: float) -> int | None:
-    from plausipy._spawn import try_lock
+    from plausipy._host import try_lock
 
     while True:
         lock = try_lock(path)
