@@ -68,6 +68,9 @@ def run(workspace: harness.Workspace, pythons: dict[str, str], rounds: int, coun
         def watched_run() -> float:
             elapsed, monitoring = _loop_ms(venv.python, program, allowed, workspace.cwd)
             seen.append(monitoring)
+            # The run's exit started a sender: stop it before the next loop is timed,
+            # or its start-up competes for the two cores with the next measurement.
+            harness.kill_senders(home)
             return elapsed
 
         cases = {"allow": watched_run, "disabled": lambda: _loop_ms(venv.python, program, disabled, workspace.cwd)[0]}
