@@ -82,10 +82,10 @@ def _measure(workspace: harness.Workspace, layouts: harness.Layouts, env: dict[s
 
 def _check_watcher_installed(layouts: harness.Layouts, env: dict[str, str], cwd: Path) -> None:
     # A benchmark of a hook that stepped aside would flatter us: make sure it did its work.
-    probe = "import sys; print(type(sys.meta_path[0]).__name__)"
+    probe = "import sys; print(getattr(sys.meta_path[0], '__name__', type(sys.meta_path[0]).__name__))"
     found = subprocess.run([layouts.installed.python, "-c", probe], env=env, cwd=cwd,
                            capture_output=True, text=True, check=True).stdout.strip()
-    if found != "_Watcher":
+    if found != "plausipy._bootstrap":
         raise SystemExit(f"the watcher is not at sys.meta_path[0] in the installed layout (found {found})")
     found = subprocess.run([layouts.bare.python, "-c", "import sys; print('plausipy' in sys.modules)"],
                            env=env, cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()

@@ -9,7 +9,8 @@ load of its own at every start), so its annotations are quoted. Everything
 that runs later lives in :mod:`plausipy._host`::
 
     start()                      kill switches ─► load the cached key index ─► install_watcher()
-    _Watcher.find_spec(name)     one dict lookup; a tracked name ─► _host.seen()
+    find_spec(name)              this module is the watcher on sys.meta_path: one dict
+                                 lookup; a tracked name ─► _host.seen()
     _at_exit()                   _host.at_exit(): reconcile ─► report, if anything registered
 
 Nothing here raises into the host: failures are noted for ``plausipy status``.
@@ -35,8 +36,10 @@ started_at = time.time()
 disabled_reason: "str | None" = None
 #: Import name -> (distribution, version, key, scope, endpoint or None).
 index: "dict[str, tuple[str, str, str, str, str | None]]" = {}
-#: The one watcher on ``sys.meta_path``, while it has names to watch.
-watcher: "_Watcher | None" = None
+#: Import names the watcher still waits for (a copy of ``index``, emptied as they are seen).
+tracked: "dict[str, tuple[str, str, str, str, str | None]]" = {}
+#: This module while it sits on ``sys.meta_path`` as the watcher, else None.
+watcher: "object | None" = None
 
 
 def env_flag(name: str) -> bool:
@@ -114,10 +117,9 @@ def cache_dir() -> str:
 
 def index_cache_file() -> str:
     """The key index of this environment: ``~/.cache/plausipy/index-<python>-<hash>.marshal``."""
-    # FNV-1a of sys.prefix: one cache file per environment, without hashlib.
-    digest = 0xCBF29CE484222325
-    for char in sys.prefix:
-        digest = ((digest ^ ord(char)) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    # One cache file per environment, named by a hash of sys.prefix: its bytes read as one
+    # integer modulo a Mersenne prime, a single C-level operation (no hashlib, no Python loop).
+    digest = int.from_bytes(sys.prefix.encode("utf-8", "surrogateescape"), "little") % 0x1FFFFFFFFFFFFFFF
     return os.path.join(cache_dir(), f"index-{sys.version_info[0]}{sys.version_info[1]}-{digest:016x}.marshal")
 
 
@@ -135,13 +137,24 @@ def _fingerprint() -> "tuple[tuple[str, int], ...]":
     return tuple(stamps)
 
 
+def _read_file(path: str) -> bytes:
+    # os.open rather than open(): no io objects to build at every start.
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        chunks = [os.read(descriptor, 65536)]
+        while len(chunks[-1]) == 65536:
+            chunks.append(os.read(descriptor, 65536))
+    finally:
+        os.close(descriptor)
+    return b"".join(chunks)
+
+
 def load_index() -> "dict[str, tuple[str, str, str, str, str | None]]":
     """The index for the current ``sys.path``: from the cache, else rebuilt once and cached."""
     path = index_cache_file()
     fingerprint = _fingerprint()
     try:
-        with open(path, "rb") as handle:
-            cached = marshal.loads(handle.read())
+        cached = marshal.loads(_read_file(path))
         if cached[0] == INDEX_FORMAT and cached[1] == fingerprint:
             return cached[2]
     except Exception:
@@ -156,30 +169,30 @@ def load_index() -> "dict[str, tuple[str, str, str, str, str | None]]":
 # -- the watcher ---------------------------------------------------------------------------
 
 
-class _Watcher:
-    """Sits at ``sys.meta_path[0]``, sees every import, finds nothing."""
+# A module is a finder too: this one's find_spec() makes it the watcher, which
+# costs no class to build at every start (a class is about 0.16 M instructions).
 
-    __slots__ = ("tracked",)
 
-    def __init__(self, tracked: "dict[str, tuple]") -> None:
-        self.tracked = tracked
+def find_spec(fullname: str, path: object = None, target: object = None) -> None:
+    """The watcher at ``sys.meta_path[0]``: sees every import, finds nothing."""
+    if fullname in tracked:
+        from plausipy._host import seen
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
-        if fullname in self.tracked:
-            from plausipy._host import seen
+        seen(fullname)
+    return None
 
-            seen(fullname)
-        return None
 
-    def invalidate_caches(self) -> None:
-        return None
+def invalidate_caches() -> None:
+    """Nothing cached here for ``importlib.invalidate_caches()`` to clear."""
+    return None
 
 
 def install_watcher() -> None:
-    """Put one watcher first on ``sys.meta_path`` for the names of the index."""
+    """Put this module first on ``sys.meta_path``, watching for the names of the index."""
     global watcher
     if watcher is None:
-        watcher = _Watcher(dict(index))
+        tracked.update(index)
+        watcher = sys.modules[__name__]
         sys.meta_path.insert(0, watcher)
         install_exit_hook()
 
@@ -198,7 +211,7 @@ def _at_exit() -> None:
         current = watcher
         host = sys.modules.get("plausipy._host")
         if not (host is not None and host.marked) and (
-            current is None or not any(name in sys.modules for name in current.tracked)
+            current is None or not any(name in sys.modules for name in tracked)
         ):
             return
         from plausipy._host import at_exit
