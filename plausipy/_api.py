@@ -56,15 +56,16 @@ def lib(
 def consent() -> None:
     """Ask now, once, about everything registered and undecided (if a terminal allows it)."""
     try:
-        _bootstrap.reconcile()
-        host = _registered_host()
-        if host is None:
+        from plausipy import _host
+
+        _host.reconcile()
+        if not _host.marked:
             return
         from plausipy import _consent
 
-        _consent.resolve(host.registrations(), at_exit=False)
+        _consent.resolve(_host.registrations(), at_exit=False)
     except Exception as exc:
-        _bootstrap.remember_problem("consent()", exc)
+        _remember_problem("consent()", exc)
 
 
 def track(**props: object) -> None:
@@ -86,13 +87,17 @@ def track(**props: object) -> None:
 
 def disable() -> None:
     """Collect nothing in this process from now on (nothing is asked or sent)."""
-    _bootstrap.remove_watcher()
-    host = sys.modules.get("plausipy._host")
-    if host is not None:
-        host.disable()
-    else:
-        _bootstrap.disabled_reason = "plausipy.disable() was called"
-        _bootstrap.index.clear()
+    from plausipy import _host
+
+    _host.disable()
+    _bootstrap.disabled_reason = "plausipy.disable() was called"
+    _bootstrap.index.clear()
+
+
+def _remember_problem(where: str, exc: BaseException) -> None:
+    from plausipy._host import remember_problem
+
+    remember_problem(where, exc)
 
 
 def _registered_host() -> ModuleType | None:
@@ -155,14 +160,11 @@ def _register(
             import_name=import_name,
         )
     except Exception as exc:
-        _bootstrap.remember_problem(f"plausipy.{role}()", exc)
+        _remember_problem(f"plausipy.{role}()", exc)
 
 
 def disabled() -> bool:
     """True when a kill switch or :func:`disable` turned plausipy off in this process."""
-    if _bootstrap.kill_switch_for_registration() is not None:
-        return True
-    host = sys.modules.get("plausipy._host")
-    if host is not None:
-        return not host.is_active()
-    return _bootstrap.disabled_reason == "plausipy.disable() was called"
+    from plausipy import _host
+
+    return _host.kill_switch_for_registration() is not None or not _host.is_active()

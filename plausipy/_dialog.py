@@ -623,8 +623,8 @@ def _save_quietly(answer: str, registrations: Sequence[object], save: Callable[.
 
 def _remember(where: str, exc: BaseException) -> None:
     try:
-        from plausipy import _bootstrap
+        from plausipy import _host
 
-        _bootstrap.remember_problem(where, exc)
+        _host.remember_problem(where, exc)
     except Exception:
         pass

@@ -308,7 +308,7 @@ def disable() -> None:
     global _disabled
     _disabled = True
     _registrations.clear()
-    _bootstrap.remove_watcher()
+    remove_watcher()
 
 
 def is_active() -> bool:
@@ -316,12 +316,22 @@ def is_active() -> bool:
     return not (_disabled or _forked_child)
 
 
+def remove_watcher() -> None:
+    """Take the watcher off ``sys.meta_path`` (all seen, or plausipy disabled)."""
+    current, _bootstrap.watcher = _bootstrap.watcher, None
+    if current is not None:
+        try:
+            sys.meta_path.remove(current)
+        except ValueError:
+            pass
+
+
 def seen(name: str) -> None:
     """A tracked top-level name is being imported (or was): register its distribution."""
     watcher = _bootstrap.watcher
     entry = watcher.tracked.pop(name, None) if watcher is not None else _bootstrap.index.get(name)
     if watcher is not None and not watcher.tracked:
-        _bootstrap.remove_watcher()
+        remove_watcher()
     if entry is None:
         return
     try:

@@ -80,7 +80,12 @@ def start() -> None:
             if index:
                 install_watcher()
     except Exception as exc:  # never into the host
-        remember_problem("start-up hook", exc)
+        try:
+            from plausipy._host import remember_problem
+
+            remember_problem("start-up hook", exc)
+        except BaseException:
+            pass
 
 
 # -- where the index cache lives (plausipy._paths builds on these) ---------------------------
@@ -219,41 +224,3 @@ def _at_exit() -> None:
         at_exit()
     except BaseException:  # not even KeyboardInterrupt escapes into the host's exit
         pass
-
-
-# -- used after start-up; kept here as the names the rest of plausipy calls -----------------
-
-
-def remember_problem(where: str, exc: BaseException) -> None:
-    """Note why plausipy stepped aside, for ``plausipy status``; never raises."""
-    try:
-        from plausipy._host import remember_problem as remember
-
-        remember(where, exc)
-    except BaseException:
-        pass
-
-
-def reconcile() -> None:
-    """Register tracked packages imported behind the watcher's back."""
-    from plausipy._host import reconcile as reconcile_modules
-
-    reconcile_modules()
-
-
-def remove_watcher() -> None:
-    """Take the watcher off ``sys.meta_path`` (all seen, or plausipy disabled)."""
-    global watcher
-    current, watcher = watcher, None
-    if current is not None:
-        try:
-            sys.meta_path.remove(current)
-        except ValueError:
-            pass
-
-
-def kill_switch_for_registration() -> "str | None":
-    """Like :func:`kill_switch`, but a process's own marker does not count against it."""
-    from plausipy._host import kill_switch_for_registration as check
-
-    return check()
