@@ -8,8 +8,10 @@ access log) in its own process on 127.0.0.1; load comes from client
 processes holding keep-alive connections, each request carrying fresh
 run_ids so nothing is a duplicate. The empty handler is a one-route app
 that reads the body and answers the same 202: the ratio says what
-validation, hashing and the database cost on top of HTTP. PostgreSQL is
-started from its binaries in a temp dir (skipped when they are missing).
+validation, hashing and the database cost on top of HTTP, and the servers'
+CPU milliseconds per request say it again without the load generator, which
+shares the machine. PostgreSQL is started from its binaries in a temp dir
+(skipped when they are missing).
 Not a test: it prints a table and asserts nothing.
 """
 
@@ -87,8 +89,10 @@ def start_empty_server(workers: int) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", "--factory", "bench_ingest:empty_app", "--app-dir", str(HERE),
-        "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning",
-        "--http", "plausipy.server._cli:NoDelayH11Protocol",  # exactly as `plausipy server run`
+        # The options `plausipy server run` gives uvicorn (plausipy.server._cli.serve),
+        # so the two columns differ only in the handler's body.
+        "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "info",
+        "--proxy-headers", "--no-server-header", "--http", "plausipy.server._cli:NoDelayH11Protocol",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_health(port, process)
@@ -214,6 +218,33 @@ def _client(port: int, key: str, package: str, batch: int, seconds: float, threa
     results.put((sum(counts), sum(errors)))
 
 
+def server_cpu_seconds(process: subprocess.Popen[bytes]) -> float:
+    """CPU time (user + system) of a server and its worker processes so far."""
+    import psutil
+
+    root = psutil.Process(process.pid)
+    total = 0.0
+    for member in [root, *root.children(recursive=True)]:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def measure_with_cpu(
+    process: subprocess.Popen[bytes], port: int, key: str, package: str, batch: int, seconds: float, clients: int
+) -> tuple[float, int, float]:
+    """Records per second, non-202 answers, and the server's CPU milliseconds per request."""
+    before = server_cpu_seconds(process)
+    started = time.monotonic()
+    rate, errors = measure(port, key, package, batch, seconds, clients)
+    requests = rate * (time.monotonic() - started) / batch
+    cpu_ms = (server_cpu_seconds(process) - before) * 1000 / requests if requests else float("nan")
+    return rate, errors, cpu_ms
+
+
 def measure(port: int, key: str, package: str, batch: int, seconds: float, clients: int) -> tuple[float, int]:
     """Records per second accepted, and the number of non-202 answers."""
     results: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
@@ -248,39 +279,40 @@ def main() -> None:
     options = parser.parse_args()
 
     sys.path.insert(0, str(HERE))
-    rows: list[tuple[str, int, float, float, int]] = []
+    # The empty server runs throughout and each collector row is measured
+    # right after an empty-handler row of the same batch size: on a shared
+    # machine the load drifts, and a ratio of two moments would measure that.
+    rows: list[tuple[str, int, tuple[float, int, float], tuple[float, int, float]]] = []
     empty_process, empty_port = start_empty_server(options.workers)
     try:
-        empty_rates = {batch: measure(empty_port, "x" * 32, "acme", batch, options.seconds, options.clients)[0] for batch in (1, 100)}
+        backends = ["sqlite"] + (["postgresql"] if (PG_BIN / "initdb").exists() else [])
+        for backend in backends:
+            workdir = Path(tempfile.mkdtemp(prefix="plausipy-bench-"))
+            postgres = Postgres() if backend == "postgresql" else None
+            database_url = postgres.url if postgres else f"sqlite:///{workdir / 'collector.sqlite3'}"
+            try:
+                process, port, key = start_collector(database_url, options.workers)
+                try:
+                    package = _package_of(database_url, key)
+                    for batch in (1, 100):
+                        empty = measure_with_cpu(empty_process, empty_port, "x" * 32, "acme", batch, options.seconds, options.clients)
+                        collector = measure_with_cpu(process, port, key, package, batch, options.seconds, options.clients)
+                        rows.append((backend, batch, empty, collector))
+                finally:
+                    stop(process)
+            finally:
+                if postgres:
+                    postgres.close()
+                shutil.rmtree(workdir, ignore_errors=True)
     finally:
         stop(empty_process)
 
-    backends: list[tuple[str, object]] = [("sqlite", None)]
-    if (PG_BIN / "initdb").exists():
-        backends.append(("postgresql", None))
-    for backend, _ in backends:
-        workdir = Path(tempfile.mkdtemp(prefix="plausipy-bench-"))
-        postgres = Postgres() if backend == "postgresql" else None
-        database_url = postgres.url if postgres else f"sqlite:///{workdir / 'collector.sqlite3'}"
-        try:
-            process, port, key = start_collector(database_url, options.workers)
-            try:
-                package = _package_of(database_url, key)
-                for batch in (1, 100):
-                    rate, errors = measure(port, key, package, batch, options.seconds, options.clients)
-                    rows.append((backend, batch, empty_rates[batch], rate, errors))
-            finally:
-                stop(process)
-        finally:
-            if postgres:
-                postgres.close()
-            shutil.rmtree(workdir, ignore_errors=True)
-
     print(f"\ningest, {options.workers} workers, {options.clients * 2} keep-alive connections, {options.seconds:g} s per row, {os.cpu_count()} cores")
-    print(f"{'backend':<11} {'batch':>5} {'empty rec/s':>12} {'collector rec/s':>16} {'ratio':>6} {'non-202':>8}")
-    for backend, batch, empty, rate, errors in rows:
+    print(f"{'backend':<11} {'batch':>5} {'empty rec/s':>12} {'collector rec/s':>16} {'ratio':>6} {'server CPU ms/request (empty / collector)':>42} {'non-202':>8}")
+    for backend, batch, (empty, _, empty_cpu), (rate, errors, cpu) in rows:
         ratio = rate / empty if empty else float("nan")
-        print(f"{backend:<11} {batch:>5} {empty:>12,.0f} {rate:>16,.0f} {ratio:>6.2f} {errors:>8}")
+        cpu_text = f"{empty_cpu:.2f} / {cpu:.2f}"
+        print(f"{backend:<11} {batch:>5} {empty:>12,.0f} {rate:>16,.0f} {ratio:>6.2f} {cpu_text:>42} {errors:>8}")
 
 
 if __name__ == "__main__":
