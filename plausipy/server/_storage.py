@@ -80,6 +80,10 @@ class Transaction(Protocol):
 
     def execute(self, sql: str, params: Params = ()) -> Cursor: ...
 
+    def executemany(self, sql: str, rows: Sequence[Params]) -> Cursor:
+        """One statement for each row of parameters; ``rowcount`` is their sum."""
+        ...
+
 
 class Storage(Protocol):
     """The collector's database, whatever the backend."""
@@ -163,6 +167,9 @@ class _SQLiteTransaction:
 
     def execute(self, sql: str, params: Params = ()) -> Cursor:
         return self._connection.execute(sql, params)  # type: ignore[no-any-return]
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> Cursor:
+        return self._connection.executemany(sql, rows)  # type: ignore[no-any-return]
 
 
 class _PendingWork:
@@ -416,6 +423,12 @@ class _PostgresTransaction:
 
     def execute(self, sql: str, params: Params = ()) -> Cursor:
         return self._connection.execute(_to_psycopg(sql, self._cache), params)  # type: ignore[no-any-return]
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> Cursor:
+        # psycopg pipelines the statements: one round trip for the batch.
+        cursor = self._connection.cursor()
+        cursor.executemany(_to_psycopg(sql, self._cache), rows)
+        return cursor  # type: ignore[no-any-return]
 
 
 class PostgresStorage:
