@@ -44,12 +44,6 @@ T = TypeVar("T")
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 5000
 #: How long one PostgreSQL statement may run before it is cancelled (503).
 DEFAULT_PG_STATEMENT_TIMEOUT_MS = 15000
-#: How often the background thread copies the SQLite WAL into the database file.
-CHECKPOINT_INTERVAL_S = 1.0
-#: A commit checkpoints by itself only once the WAL holds this many pages (the thread fell behind).
-WAL_BACKSTOP_PAGES = 20_000
-#: Once checkpointed, a WAL file larger than this (after a burst) is truncated back to it.
-WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 def utc_now_text() -> str:
@@ -184,65 +178,6 @@ class _PendingWork:
         self.done = threading.Event()
 
 
-class _Checkpointer:
-    """A daemon thread that checkpoints the WAL about once a second while there are writes.
-
-    In WAL mode with ``synchronous = NORMAL`` a commit only appends pages to
-    the WAL; the checkpoint copies them into the database file and syncs the
-    disk. Run by SQLite's auto-checkpoint it lands inside the commit of
-    whichever request crosses the threshold (measured: it doubled the
-    cost of storing a batch of 100). Here it runs beside the requests, and a
-    page written by many commits in a second is copied once::
-
-        checkpointer = _Checkpointer(connect)
-        checkpointer.wrote()      # after each commit: starts the thread once
-        checkpointer.stop()
-    """
-
-    def __init__(self, connect: Callable[[], Any], interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
-        self._connect = connect
-        self._interval_s = interval_s
-        self._dirty = False
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-
-    def wrote(self) -> None:
-        """Note a commit; the first one starts the thread."""
-        self._dirty = True
-        if self._thread is None:
-            with self._start_lock:
-                if self._thread is None and not self._stopping.is_set():
-                    self._thread = threading.Thread(target=self._run, name="plausipy-checkpoint", daemon=True)
-                    self._thread.start()
-
-    def _run(self) -> None:
-        import sqlite3
-
-        connection = None
-        try:
-            while not self._stopping.wait(self._interval_s):
-                if not self._dirty:
-                    continue
-                self._dirty = False
-                try:
-                    connection = connection or self._connect()
-                    # PASSIVE never waits for readers or writers; the pages it
-                    # cannot copy now are copied by the next round.
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except (sqlite3.Error, ServiceUnavailable):
-                    self._dirty = True
-        finally:
-            if connection is not None:
-                connection.close()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout=5)
-
-
 class SQLiteStorage:
     """The default backend: one SQLite file in WAL mode, shared by all threads and workers."""
 
@@ -260,7 +195,6 @@ class SQLiteStorage:
         self._write_lock = threading.Lock()
         self._waiting: list[_PendingWork] = []
         self._waiting_lock = threading.Lock()
-        self._checkpointer = _Checkpointer(self._connect)
 
     def _connect(self) -> Any:
         import sqlite3
@@ -275,11 +209,9 @@ class SQLiteStorage:
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute("PRAGMA foreign_keys = ON")
-            # Checkpoints (which copy the WAL into the file and sync the disk)
-            # run in a background thread, not in the commit of a request; this
-            # is only the backstop if that thread falls behind.
-            connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES}")
-            connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+            # Fewer, larger checkpoints (each one syncs the disk) and room
+            # for the indexes' hot pages.
+            connection.execute("PRAGMA wal_autocheckpoint = 4000")
             connection.execute("PRAGMA cache_size = -32768")
         except sqlite3.OperationalError as exc:
             raise ServiceUnavailable(f"the database is unavailable ({exc})", retry_after=1) from exc
@@ -376,7 +308,6 @@ class SQLiteStorage:
         try:
             yield _SQLiteTransaction(connection)
             connection.execute("COMMIT")
-            self._checkpointer.wrote()
         except BaseException as exc:
             _rollback_quietly(connection)
             self._pool.release(connection)
@@ -386,7 +317,6 @@ class SQLiteStorage:
         self._pool.release(connection)
 
     def close(self) -> None:
-        self._checkpointer.stop()
         self._pool.close()
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import threading
-import time
 
 import pytest
 
@@ -67,29 +65,6 @@ def test_a_locked_file_is_service_unavailable_and_stores_nothing(storage, sqlite
         blocker.close()
     assert storage.read("SELECT COUNT(*) FROM dirty_days") == [(0,)]
     assert storage.run_in_transaction(lambda tx: 7) == 7, "usable again once the lock is gone"
-
-
-def test_commits_reach_the_database_file_without_a_request_checkpointing(storage, sqlite_url, tmp_path):
-    # The WAL is copied into the file by the storage's background thread; a
-    # copy of the file alone (no -wal beside it) shows what was checkpointed.
-    with storage.transaction() as tx:
-        tx.execute("INSERT INTO dirty_days (package_id, day) VALUES (?, ?)", (9, "2026-03-04"))
-
-    def checkpointed_rows() -> list[tuple[int]]:
-        snapshot = tmp_path / "snapshot.sqlite3"
-        shutil.copyfile(sqlite_url.removeprefix("sqlite:///"), snapshot)
-        connection = sqlite3.connect(snapshot)
-        try:
-            return connection.execute("SELECT package_id FROM dirty_days").fetchall()
-        except sqlite3.OperationalError:  # not even the tables are in the file yet
-            return []
-        finally:
-            connection.close()
-
-    deadline = time.monotonic() + 30  # a liveness bound, not a measurement
-    while not checkpointed_rows() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert checkpointed_rows() == [(9,)]
 
 
 def test_question_marks_work_on_both_dialects_through_one_api(storage):
