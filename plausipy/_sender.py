@@ -68,7 +68,7 @@ def main() -> int:
     except Exception as exc:
         import traceback
 
-        from plausipy._bootstrap import remember_problem
+        from plausipy._host import remember_problem
 
         _debug("sender failed:\n" + traceback.format_exc())
         # The records stay in the spool or the ledger; `plausipy status` says why they wait.
