@@ -83,30 +83,27 @@ def _windows_local_appdata() -> str:
     return os.environ.get("LOCALAPPDATA") or os.path.join(_bootstrap.user_home(), "AppData", "Local")
 
 
-def config_dir() -> str:
-    """Policy lives here: ``~/.config/plausipy`` on Linux."""
-    override = _bootstrap.state_override("config")
+def _state_dir(sub: str, xdg_variable: str, *xdg_default: str) -> str:
+    # platformdirs' answer for app "plausipy"; PLAUSIPY_HOME puts everything under one root.
+    override = _bootstrap.state_override(sub)
     if override:
         return override
     if _WINDOWS:
         return os.path.join(_windows_local_appdata(), _APP, _APP)
     if sys.platform == "darwin":
         return os.path.join(_bootstrap.user_home(), "Library", "Application Support", _APP)
-    base = os.environ.get("XDG_CONFIG_HOME", "").strip() or os.path.join(_bootstrap.user_home(), ".config")
+    base = os.environ.get(xdg_variable, "").strip() or os.path.join(_bootstrap.user_home(), *xdg_default)
     return os.path.join(base, _APP)
+
+
+def config_dir() -> str:
+    """Policy lives here: ``~/.config/plausipy`` on Linux."""
+    return _state_dir("config", "XDG_CONFIG_HOME", ".config")
 
 
 def data_dir() -> str:
     """Secret, spool and ledger: ``~/.local/share/plausipy`` on Linux."""
-    override = _bootstrap.state_override("data")
-    if override:
-        return override
-    if _WINDOWS:
-        return os.path.join(_windows_local_appdata(), _APP, _APP)
-    if sys.platform == "darwin":
-        return os.path.join(_bootstrap.user_home(), "Library", "Application Support", _APP)
-    base = os.environ.get("XDG_DATA_HOME", "").strip() or os.path.join(_bootstrap.user_home(), ".local", "share")
-    return os.path.join(base, _APP)
+    return _state_dir("data", "XDG_DATA_HOME", ".local", "share")
 
 
 def policy_file() -> str:
