@@ -681,8 +681,7 @@ def load_policy_rules() -> "PolicyRules":
         stamp = None
     if stamp is not None:
         try:
-            with open(cache, "rb") as handle:
-                cached = marshal.loads(handle.read())
+            cached = marshal.loads(_bootstrap.read_cache_file(cache))
             if cached[:3] == (_POLICY_CACHE_FORMAT, path, stamp):
                 consent, scope, share, packages = cached[3]
                 return PolicyRules(consent, scope, share=share, packages=packages)
@@ -700,6 +699,7 @@ def load_policy_rules() -> "PolicyRules":
 
 
 # -- the exit hook (DESIGN.md §1) ----------------------------------------------------------------
+
 
 def at_exit() -> None:
     """The exit hook: reconcile, then report if anything registered."""

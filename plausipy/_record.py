@@ -4,8 +4,9 @@ Two steps, split so the host never imports json, hashlib or sqlite:
 
 1. At exit the host builds a *raw record* with
    :func:`plausipy._host.build_raw_record`: plain facts (str, int, float,
-   bool, None, dict, list) that :mod:`marshal` can spool. It carries the delivery metadata (``key``, ``endpoint``,
-   ``created``) and the shared ``categories`` beside the facts.
+   bool, None, dict, list) that :mod:`marshal` can spool. It carries the
+   delivery metadata (``key``, ``endpoint``, ``created``) and the shared
+   ``categories`` beside the facts.
 2. The detached sender turns it into the *wire record* with
    :func:`finalize_record`: the ``uid`` (an HMAC of the local secret, or the
    run's random value for anonymous scope), country and region from the time

@@ -142,8 +142,8 @@ def _fingerprint() -> "tuple[tuple[str, int], ...]":
     return tuple(stamps)
 
 
-def _read_file(path: str) -> bytes:
-    # os.open rather than open(): no io objects to build at every start.
+def read_cache_file(path: str) -> bytes:
+    """The bytes of a small cache file, read without the io objects ``open()`` builds."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         chunks = [os.read(descriptor, 65536)]
@@ -159,7 +159,7 @@ def load_index() -> "dict[str, tuple[str, str, str, str, str | None]]":
     path = index_cache_file()
     fingerprint = _fingerprint()
     try:
-        cached = marshal.loads(_read_file(path))
+        cached = marshal.loads(read_cache_file(path))
         if cached[0] == INDEX_FORMAT and cached[1] == fingerprint:
             return cached[2]
     except Exception:
