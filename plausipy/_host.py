@@ -132,7 +132,7 @@ def problems_file() -> str:
 def remember_problem(where: str, exc: "BaseException") -> None:
     """Note why plausipy stepped aside, for ``plausipy status``; never raises."""
     try:
-        if _bootstrap.env_flag("PLAUSIPY_DEBUG"):
+        if env_flag("PLAUSIPY_DEBUG"):
             import traceback
 
             sys.stderr.write(f"plausipy: {where} failed:\n")
@@ -148,22 +148,18 @@ def remember_problem(where: str, exc: "BaseException") -> None:
         pass
 
 
+def env_flag(name: str) -> bool:
+    """True when the variable is set to anything but empty, 0, false, no or off (``PLAUSIPY_DEBUG=1``)."""
+    return (os.environ.get(name) or "").strip().lower() not in _bootstrap.FALSE_WORDS
+
+
 def kill_switch_for_registration() -> "str | None":
-    """Like :func:`plausipy._bootstrap.kill_switch`, but a process's own marker does not count."""
-    reason = _bootstrap.user_switch()
-    if reason:
-        return reason
-    environ = os.environ
-    if environ.get("PLAUSIPY_SENDER"):
-        return "this is plausipy's sender"
-    parent = environ.get("PLAUSIPY_PARENT")
-    if parent and parent != str(os.getpid()):
-        return "started by a process that plausipy already watches"
-    return None
+    """:func:`plausipy._bootstrap.kill_switch` now, where this process's own marker does not count."""
+    return _bootstrap.kill_switch(own_marker=str(os.getpid()))
 
 
 def _debug(message: str) -> None:
-    if _bootstrap.env_flag("PLAUSIPY_DEBUG"):
+    if env_flag("PLAUSIPY_DEBUG"):
         sys.stderr.write(f"plausipy: {message}\n")
 
 
@@ -761,7 +757,7 @@ def run_exit_hook() -> None:
     records = build_records(code, policy)
     if not records:
         return
-    if _bootstrap.env_flag("PLAUSIPY_DEBUG"):
+    if env_flag("PLAUSIPY_DEBUG"):
         _show_records(records)
     write_spool(records)
     spawn_sender_unless_running()

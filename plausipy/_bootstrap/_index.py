@@ -23,7 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["build_index", "read_declaration", "write_index"]
+__all__ = ["build_index", "read_declaration", "rebuild_index", "write_index"]
 
 _SCOPES = ("user", "package", "anonymous")
 _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
@@ -150,6 +150,20 @@ def _import_names(dist_info: str) -> list[str]:
     except (OSError, UnicodeDecodeError):
         pass
     return names
+
+
+def rebuild_index(path: str, fingerprint: tuple) -> dict[str, Entry]:
+    """Build the index of ``sys.path`` and cache it at ``path`` under ``fingerprint``.
+
+    The start-up hook calls this when the cache is missing, corrupt or stale.
+    """
+    import sys
+
+    from plausipy._bootstrap import INDEX_FORMAT
+
+    built = build_index(sys.path)
+    write_index(path, (INDEX_FORMAT, fingerprint, built))
+    return built
 
 
 def write_index(path: str, content: tuple) -> None:
