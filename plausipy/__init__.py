@@ -8,23 +8,20 @@ without pulling in anything else.
 >>> plausipy.app(key="sayrrCCNbXY70ci6xHn8qlYwKyAUawgp", name="acme")  # doctest: +SKIP
 """
 
-# No `from __future__ import annotations` and no importlib here: the start-up hook
-# imports this module in every process, and each would be a module load of its own.
-import sys as _sys
-
+# The start-up hook imports this module in every process, so it stays small:
+# no `from __future__ import annotations` and no importlib (each a module load
+# of its own), and the public functions come from plausipy._api on first use.
 __version__ = "0.7.0"
 
 __all__ = ["__version__", "app", "consent", "disable", "lib", "track"]
 
-_LAZY = {name: "plausipy._api" for name in ("app", "consent", "disable", "lib", "track")}
-
 
 def __getattr__(name: str) -> object:
-    module_name = _LAZY.get(name)
-    if module_name is None:
+    if name not in __all__:
         raise AttributeError(f"module 'plausipy' has no attribute {name!r}")
-    __import__(module_name)
-    value = getattr(_sys.modules[module_name], name)
+    from plausipy import _api
+
+    value = getattr(_api, name)
     globals()[name] = value
     return value
 
