@@ -108,7 +108,9 @@ def instructions(workspace: harness.Workspace, pythons: dict[str, str]) -> None:
     """Instructions executed by `python -c pass` per layout, counted by callgrind.
 
     CPU time on a shared machine moves by tens of percent; instruction counts
-    are the same run after run, so they show what the hook itself adds.
+    are the same run after run, so they show what the hook itself adds. String
+    hashing is seeded (``PYTHONHASHSEED=0``): with random seeds the counts of
+    one layout still wander by about ±0.05 M from run to run.
     """
     import shutil
     import tempfile
@@ -119,7 +121,7 @@ def instructions(workspace: harness.Workspace, pythons: dict[str, str]) -> None:
     rows = []
     for minor, python in pythons.items():
         layouts = workspace.layouts(python)
-        env = workspace.env(workspace.home(f"instructions-{minor}"))
+        env = workspace.env(workspace.home(f"instructions-{minor}"), PYTHONHASHSEED="0")
         for with_pyc in (True, False):
             for venv in (layouts.installed, layouts.empty):
                 if with_pyc:
