@@ -311,19 +311,19 @@ def is_active() -> bool:
 
 def remove_watcher() -> None:
     """Take the watcher off ``sys.meta_path`` (all seen, or plausipy disabled)."""
-    current, _bootstrap.watcher = _bootstrap.watcher, None
-    if current is not None:
+    if _bootstrap.watching:
+        _bootstrap.watching = False
         try:
-            sys.meta_path.remove(current)
+            sys.meta_path.remove(_bootstrap)
         except ValueError:
             pass
 
 
 def seen(name: str) -> None:
     """A tracked top-level name is being imported (or was): register its distribution."""
-    watcher = _bootstrap.watcher
-    entry = watcher.tracked.pop(name, None) if watcher is not None else _bootstrap.index.get(name)
-    if watcher is not None and not watcher.tracked:
+    watching = _bootstrap.watching
+    entry = _bootstrap.tracked.pop(name, None) if watching else _bootstrap.index.get(name)
+    if watching and not _bootstrap.tracked:
         remove_watcher()
     if entry is None:
         return
@@ -335,10 +335,9 @@ def seen(name: str) -> None:
 
 def reconcile() -> None:
     """Register tracked packages imported behind the watcher's back (another finder first)."""
-    watcher = _bootstrap.watcher
-    if watcher is None:
+    if not _bootstrap.watching:
         return
-    for name in [name for name in watcher.tracked if name in sys.modules]:
+    for name in [name for name in _bootstrap.tracked if name in sys.modules]:
         seen(name)
 
 

@@ -41,9 +41,12 @@ disabled_reason: "str | None" = None
 index: "dict[str, tuple[str, str, str, str, str | None]]" = {}
 # Import names the watcher still waits for (a copy of ``index``, emptied as they are seen).
 tracked: "dict[str, tuple[str, str, str, str, str | None]]" = {}
-# This module while it sits on sys.meta_path as the watcher, else None. A module
-# with a find_spec() is a finder; a class would cost about 0.16 M instructions.
-watcher: "object | None" = None
+# True while this module sits on sys.meta_path as the watcher. A module with a
+# find_spec() is a finder; a class would cost about 0.16 M instructions. It does
+# not hold itself in a global: a module in a reference cycle with its own dict
+# outlives sys.modules at shutdown, and 3.10 then clears it name by name, about
+# 0.45 M instructions at the end of every process.
+watching = False
 
 # os.environ.get() of a name that is not set costs about 9,000 instructions (a
 # KeyError raised and caught in Python) and a start asks for seven names; the
@@ -65,7 +68,7 @@ def start() -> None:
     # then the key index from its cache, rebuilt when a sys.path directory
     # changed (installing or removing a distribution changes its mtime), then,
     # if an installed distribution declares a key, the watcher and the exit hook.
-    global _started, disabled_reason, watcher
+    global _started, disabled_reason, watching
     if _started:
         return
     _started = True
@@ -91,10 +94,10 @@ def start() -> None:
 
             found = rebuild_index(path, fingerprint)
         index.update(found)
-        if index and watcher is None:
+        if index and not watching:
             tracked.update(index)
-            watcher = sys.modules[__name__]
-            sys.meta_path.insert(0, watcher)
+            watching = True
+            sys.meta_path.insert(0, sys.modules[__name__])
             install_exit_hook()
     except Exception as exc:  # never into the host
         try:
@@ -195,15 +198,22 @@ def install_exit_hook() -> None:
 
 
 def _at_exit() -> None:
+    global watching
     try:
         # Most processes never import a tracked package: they leave without loading anything.
         host = sys.modules.get("plausipy._host")
-        if not (host is not None and host.marked) and (
-            watcher is None or not any(name in sys.modules for name in tracked)
-        ):
-            return
-        from plausipy._host import at_exit
+        if (host is not None and host.marked) or (watching and any(name in sys.modules for name in tracked)):
+            from plausipy._host import at_exit
 
-        at_exit()
+            at_exit()
     except BaseException:  # not even KeyboardInterrupt escapes into the host's exit
         pass
+    # Registered at start, this hook runs after all others. Leaving sys.meta_path
+    # now lets the interpreter simply free this module at shutdown; a module
+    # still referenced there is cleared name by name (0.45 M instructions on 3.10).
+    if watching:
+        watching = False
+        try:
+            sys.meta_path.remove(sys.modules[__name__])
+        except (KeyError, ValueError):
+            pass
