@@ -51,6 +51,22 @@ def test_startup_installs_one_watcher_and_imports_nothing_heavy(venv_factory, ho
     assert "plausipy._bootstrap._index" not in second["modules"]
 
 
+def test_the_programs_own_exit_hooks_run_first_with_a_module_of_its_own(venv, home):
+    # The hook registers its exit hook at start without importing atexit; the
+    # program's `import atexit` still gets a regular module, and its hooks run
+    # before plausipy's, which leaves sys.meta_path last of all.
+    code = (
+        "import atexit, sys\n"
+        "bootstrap = sys.modules['plausipy._bootstrap']\n"
+        "atexit.register(lambda: print('mine', atexit.__spec__.name, bootstrap.watching, WATCHER in sys.meta_path))\n"
+        "WATCHER = bootstrap\n"
+    )
+    result = venv.run(["-c", code], home)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["mine", "atexit", "True", "True"]
+    assert result.stderr == ""
+
+
 @pytest.mark.parametrize("switch", [{"DO_NOT_TRACK": "1"}, {"DO_NOT_TRACK": "true"}, {"PLAUSIPY_DISABLE": "1"}, {"PLAUSIPY_PARENT": "123"}])
 def test_kill_switches_install_no_watcher(venv, home, switch):
     state = _probe(venv, home, **switch)
