@@ -214,7 +214,7 @@ def _at_exit() -> None:
     try:
         # Most processes never import a tracked package: they leave without loading anything.
         host = sys.modules.get("plausipy._host")
-        if (host is not None and host.marked) or (watching and any(name in sys.modules for name in tracked)):
+        if (host is not None and host.marked) or (watching and not sys.modules.keys().isdisjoint(tracked)):
             from plausipy._host import at_exit
 
             at_exit()
