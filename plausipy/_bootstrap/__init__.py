@@ -64,14 +64,16 @@ watching = False
 # KeyError raised and caught in Python) and a start asks for seven names; the
 # dict behind os.environ on POSIX (bytes keys and values, the one os.environ
 # reads and writes) answers in a few hundred.
-_environ = getattr(os.environ, "_data", None) if os.name == "posix" else None
+_POSIX = os.name == "posix"
 
 
 def getenv(name: str) -> "str | None":
-    # os.environ.get(name), without its price for a name that is not set.
-    if type(_environ) is not dict:
+    # os.environ.get(name), without its price for a name that is not set. The
+    # dict is looked up at each call: a program may replace os.environ.
+    data = getattr(os.environ, "_data", None) if _POSIX else None
+    if type(data) is not dict:
         return os.environ.get(name)
-    value = _environ.get(name.encode())
+    value = data.get(name.encode())
     return None if value is None else os.fsdecode(value)
 
 
