@@ -4,8 +4,9 @@
 # process of the environment, so this module is built for that:
 #
 # - Imports: nothing that ``site`` has not loaded already (``sys``, ``os``,
-#   ``marshal``, ``time``) but ``atexit``. No ``from __future__ import
-#   annotations`` (a module load of its own), so annotations are quoted.
+#   ``marshal``, ``time``, ``_imp``); the ``atexit`` module is made directly
+#   (below). No ``from __future__ import annotations`` (a module load of its
+#   own), so annotations are quoted.
 # - Size: its bytecode is unmarshalled at every start, and that costs about
 #   26 instructions a byte (0.23 M for 8.5 KiB) plus a few thousand a
 #   function. So it holds only what a start runs, in as few functions as
@@ -54,10 +55,7 @@ index: "dict[str, tuple[str, str, str, str, str | None]]" = {}
 # Import names the watcher still waits for (a copy of ``index``, emptied as they are seen).
 tracked: "dict[str, tuple[str, str, str, str, str | None]]" = {}
 # True while this module sits on sys.meta_path as the watcher. A module with a
-# find_spec() is a finder; a class would cost about 0.16 M instructions. It does
-# not hold itself in a global: a module in a reference cycle with its own dict
-# outlives sys.modules at shutdown, and 3.10 then clears it name by name, about
-# 0.45 M instructions at the end of every process.
+# find_spec() is a finder; a class would cost about 0.16 M instructions.
 watching = False
 
 # os.environ.get() of a name that is not set costs about 9,000 instructions (a
