@@ -123,6 +123,18 @@ def test_kill_switches_win_over_allow(venv, home, fresh_collector, switch):
     assert not list((home / "state").rglob("*.rec"))
 
 
+@pytest.mark.parametrize("how", ["os.environ['DO_NOT_TRACK'] = '1'", "os.environ = dict(os.environ, DO_NOT_TRACK='1')"])
+def test_a_kill_switch_the_program_sets_itself_is_honoured(venv, home, fresh_collector, how):
+    # After start-up the switches are read again at registration, from the live environment.
+    allow(venv, home)
+    code = f"import os\n{how}\nimport acmelib, plausipy\nplausipy.app(key='App00000000000000000000000000009', name='killapp', endpoint={fresh_collector.url!r})\n"
+    result = venv.run(["-c", code], home)
+    assert (result.returncode, result.stderr) == (0, "")
+    flush(venv, home)
+    assert fresh_collector.records == []
+    assert not list((home / "state").rglob("*.rec"))
+
+
 def test_ci_never_asks_but_collects_where_policy_allows(venv, home, fresh_collector):
     program = write_program(home, "app.py", USES_ACME)
     result = venv.run([program], home, CI="true")
