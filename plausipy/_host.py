@@ -840,13 +840,7 @@ def try_lock(path: str) -> "int | None":
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        if _WINDOWS:
-            import msvcrt
-
-            os.lseek(descriptor, 0, os.SEEK_SET)
-            msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
-        else:
-            os.lockf(descriptor, os.F_TLOCK, 0)
+        _lock_file(descriptor, take=True)
     except OSError:
         os.close(descriptor)
         return None
@@ -856,15 +850,20 @@ def try_lock(path: str) -> "int | None":
 def release_lock(descriptor: int) -> None:
     """Release a lock taken with :func:`try_lock` and close its descriptor."""
     try:
-        if _WINDOWS:
-            import msvcrt
-
-            os.lseek(descriptor, 0, os.SEEK_SET)
-            msvcrt.locking(descriptor, msvcrt.LK_UNLCK, 1)
-        else:
-            os.lockf(descriptor, os.F_ULOCK, 0)
+        _lock_file(descriptor, take=False)
     finally:
         os.close(descriptor)
+
+
+def _lock_file(descriptor: int, *, take: bool) -> None:
+    # Take (without waiting; OSError if held elsewhere) or release the lock on the file.
+    if _WINDOWS:
+        import msvcrt
+
+        os.lseek(descriptor, 0, os.SEEK_SET)
+        msvcrt.locking(descriptor, msvcrt.LK_NBLCK if take else msvcrt.LK_UNLCK, 1)
+    else:
+        os.lockf(descriptor, os.F_TLOCK if take else os.F_ULOCK, 0)
 
 
 def _sender_environment() -> "dict[str, str]":
