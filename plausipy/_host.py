@@ -59,7 +59,6 @@ CATEGORIES = {
 }
 SPOOL_SUFFIX = ".rec"
 SPOOL_FORMAT = 1
-_APP = "plausipy"
 _WINDOWS = sys.platform == "win32"
 _TOOL_NAME = "plausipy"
 
@@ -79,31 +78,14 @@ def narrower_scope(requested: str, granted: str) -> str:
 # -- where the state lives (DESIGN.md §6; plausipy._paths adds the rest) -----------------------
 
 
-def _windows_local_appdata() -> str:
-    return os.environ.get("LOCALAPPDATA") or os.path.join(_bootstrap.user_home(), "AppData", "Local")
-
-
-def _state_dir(sub: str, xdg_variable: str, *xdg_default: str) -> str:
-    # platformdirs' answer for app "plausipy"; PLAUSIPY_HOME puts everything under one root.
-    override = _bootstrap.state_override(sub)
-    if override:
-        return override
-    if _WINDOWS:
-        return os.path.join(_windows_local_appdata(), _APP, _APP)
-    if sys.platform == "darwin":
-        return os.path.join(_bootstrap.user_home(), "Library", "Application Support", _APP)
-    base = os.environ.get(xdg_variable, "").strip() or os.path.join(_bootstrap.user_home(), *xdg_default)
-    return os.path.join(base, _APP)
-
-
 def config_dir() -> str:
     """Policy lives here: ``~/.config/plausipy`` on Linux."""
-    return _state_dir("config", "XDG_CONFIG_HOME", ".config")
+    return _bootstrap.state_dir("config", "XDG_CONFIG_HOME", (".config",), "Application Support")
 
 
 def data_dir() -> str:
     """Secret, spool and ledger: ``~/.local/share/plausipy`` on Linux."""
-    return _state_dir("data", "XDG_DATA_HOME", ".local", "share")
+    return _bootstrap.state_dir("data", "XDG_DATA_HOME", (".local", "share"), "Application Support")
 
 
 def policy_file() -> str:
@@ -132,7 +114,7 @@ def problems_file() -> str:
 def remember_problem(where: str, exc: "BaseException") -> None:
     """Note why plausipy stepped aside, for ``plausipy status``; never raises."""
     try:
-        if env_flag("PLAUSIPY_DEBUG"):
+        if _bootstrap.env_flag("PLAUSIPY_DEBUG"):
             import traceback
 
             sys.stderr.write(f"plausipy: {where} failed:\n")
@@ -148,18 +130,13 @@ def remember_problem(where: str, exc: "BaseException") -> None:
         pass
 
 
-def env_flag(name: str) -> bool:
-    """True when the variable is set to anything but empty, 0, false, no or off (``PLAUSIPY_DEBUG=1``)."""
-    return (os.environ.get(name) or "").strip().lower() not in _bootstrap.FALSE_WORDS
-
-
 def kill_switch_for_registration() -> "str | None":
     """:func:`plausipy._bootstrap.kill_switch` now, where this process's own marker does not count."""
     return _bootstrap.kill_switch(own_marker=str(os.getpid()))
 
 
 def _debug(message: str) -> None:
-    if env_flag("PLAUSIPY_DEBUG"):
+    if _bootstrap.env_flag("PLAUSIPY_DEBUG"):
         sys.stderr.write(f"plausipy: {message}\n")
 
 
@@ -301,7 +278,7 @@ def disable() -> None:
     global _disabled
     _disabled = True
     _registrations.clear()
-    remove_watcher()
+    _bootstrap.remove_watcher()
 
 
 def is_active() -> bool:
@@ -309,22 +286,12 @@ def is_active() -> bool:
     return not (_disabled or _forked_child)
 
 
-def remove_watcher() -> None:
-    """Take the watcher off ``sys.meta_path`` (all seen, or plausipy disabled)."""
-    if _bootstrap.watching:
-        _bootstrap.watching = False
-        try:
-            sys.meta_path.remove(_bootstrap)
-        except ValueError:
-            pass
-
-
 def seen(name: str) -> None:
     """A tracked top-level name is being imported (or was): register its distribution."""
     watching = _bootstrap.watching
     entry = _bootstrap.tracked.pop(name, None) if watching else _bootstrap.index.get(name)
     if watching and not _bootstrap.tracked:
-        remove_watcher()
+        _bootstrap.remove_watcher()
     if entry is None:
         return
     try:
@@ -756,7 +723,7 @@ def run_exit_hook() -> None:
     records = build_records(code, policy)
     if not records:
         return
-    if env_flag("PLAUSIPY_DEBUG"):
+    if _bootstrap.env_flag("PLAUSIPY_DEBUG"):
         _show_records(records)
     write_spool(records)
     spawn_sender_unless_running()

@@ -8,8 +8,8 @@ everything under one directory, which is what the tests and the demo use.
 import os
 
 # The start-up hook must find its cache without importing this module, so the
-# home, the PLAUSIPY_HOME override and the cache dir are defined there; the
-# directories the exiting program writes to are defined in the host module.
+# state directories are worked out there (plausipy._bootstrap.state_dir); the
+# files the exiting program writes to are named in the host module.
 from plausipy._bootstrap import cache_dir, index_cache_file
 from plausipy._host import config_dir, data_dir, policy_file, problems_file, sender_lock_file, spool_dir
 

@@ -26,8 +26,8 @@ import os
 import sys
 import time
 
-from plausipy import _paths, _spool
-from plausipy._host import env_flag, release_lock, try_lock
+from plausipy import _bootstrap, _paths, _spool
+from plausipy._host import release_lock, try_lock
 
 __all__ = ["DELIVERY_SECONDS", "LIFETIME_SECONDS", "main", "run_once"]
 
@@ -117,7 +117,7 @@ def _arm_hard_stop(seconds: int) -> None:
 
 
 def _debug(message: str) -> None:
-    if not env_flag("PLAUSIPY_DEBUG"):
+    if not _bootstrap.env_flag("PLAUSIPY_DEBUG"):
         return
     try:
         path = os.path.join(_paths.data_dir(), "sender.log")

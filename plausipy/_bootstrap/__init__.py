@@ -75,6 +75,11 @@ def getenv(name: str) -> "str | None":
     return None if value is None else os.fsdecode(value)
 
 
+def env_flag(name: str) -> bool:
+    # True when the variable is set to anything but empty, 0, false, no or off.
+    return (getenv(name) or "").strip().lower() not in FALSE_WORDS
+
+
 def start() -> None:
     # Run once (.pth files run twice in a venv before 3.14): the kill switches,
     # then the key index from its cache, rebuilt when a sys.path directory
@@ -126,7 +131,7 @@ def kill_switch(own_marker: "str | None" = None) -> "str | None":
     # process neither reports nor asks; ``own_marker`` is this process's pid
     # once it has marked itself (its own marker does not count).
     for name in ("DO_NOT_TRACK", "PLAUSIPY_DISABLE"):
-        if (getenv(name) or "").strip().lower() not in FALSE_WORDS:
+        if env_flag(name):
             return f"{name} is set"
     if getenv("PLAUSIPY_SENDER"):
         return "this is plausipy's sender"
@@ -141,7 +146,8 @@ def kill_switch(own_marker: "str | None" = None) -> "str | None":
 
 def user_home() -> str:
     # The user's home directory, or a per-user temp dir when there is none.
-    home = getenv("HOME") or os.path.expanduser("~")
+    # (On POSIX, expanduser("~") is $HOME when it is set; elsewhere it is not.)
+    home = (getenv("HOME") if _POSIX else None) or os.path.expanduser("~")
     if home == "~" or not home:
         import tempfile
 
@@ -149,23 +155,24 @@ def user_home() -> str:
     return home
 
 
-def state_override(sub: str) -> "str | None":
-    # ``$PLAUSIPY_HOME/<sub>`` when PLAUSIPY_HOME is set.
+def state_dir(sub: str, xdg_variable: str, xdg_default: "tuple[str, ...]", darwin_dir: str,
+              windows_tail: "tuple[str, ...]" = ()) -> str:
+    # platformdirs' answer for app "plausipy" (DESIGN.md §6); PLAUSIPY_HOME puts
+    # everything under one root, as ``$PLAUSIPY_HOME/<sub>``.
     root = getenv("PLAUSIPY_HOME")
-    return os.path.join(os.path.abspath(root), sub) if root else None
+    if root:
+        return os.path.join(os.path.abspath(root), sub)
+    if sys.platform == "win32":
+        local = getenv("LOCALAPPDATA") or os.path.join(user_home(), "AppData", "Local")
+        return os.path.join(local, "plausipy", "plausipy", *windows_tail)
+    if sys.platform == "darwin":
+        return os.path.join(user_home(), "Library", darwin_dir, "plausipy")
+    return os.path.join((getenv(xdg_variable) or "").strip() or os.path.join(user_home(), *xdg_default), "plausipy")
 
 
 def cache_dir() -> str:
-    # The key index cache: ~/.cache/plausipy on Linux (as platformdirs says).
-    override = state_override("cache")
-    if override:
-        return override
-    if sys.platform == "win32":
-        local = getenv("LOCALAPPDATA") or os.path.join(user_home(), "AppData", "Local")
-        return os.path.join(local, "plausipy", "plausipy", "Cache")
-    if sys.platform == "darwin":
-        return os.path.join(user_home(), "Library", "Caches", "plausipy")
-    return os.path.join((getenv("XDG_CACHE_HOME") or "").strip() or os.path.join(user_home(), ".cache"), "plausipy")
+    # The key index cache: ~/.cache/plausipy on Linux.
+    return state_dir("cache", "XDG_CACHE_HOME", (".cache",), "Caches", ("Cache",))
 
 
 def index_cache_file() -> str:
@@ -210,7 +217,6 @@ def install_exit_hook() -> None:
 
 
 def _at_exit() -> None:
-    global watching
     try:
         # Most processes never import a tracked package: they leave without loading anything.
         host = sys.modules.get("plausipy._host")
@@ -223,6 +229,13 @@ def _at_exit() -> None:
     # Registered at start, this hook runs after all others. Leaving sys.meta_path
     # now lets the interpreter simply free this module at shutdown; a module
     # still referenced there is cleared name by name (0.45 M instructions on 3.10).
+    remove_watcher()
+
+
+def remove_watcher() -> None:
+    # Take the watcher off sys.meta_path: everything tracked was seen, plausipy
+    # was disabled, or the process is ending.
+    global watching
     if watching:
         watching = False
         try:
