@@ -201,6 +201,15 @@ def test_clock_skewed_records_reject_the_whole_batch(collector, record_factory, 
     assert stored_run_ids(rows, collector) == set()
 
 
+@pytest.mark.parametrize("impossible", ["{year}-02-30T03:00:00Z", "{year}-13-01T03:00:00Z", "{year}-01-02T24:00:00Z"])
+def test_an_hour_that_is_no_real_date_is_422(collector, record_factory, rows, impossible):
+    hour = impossible.format(year=datetime.now(timezone.utc).year)
+    response = post(collector, {"records": [record_factory(), record_factory(hour=hour)]})
+    assert response.status_code == 422
+    assert response.json()["error"] == f"records.1.hour: {hour!r} is not a real date and hour"
+    assert stored_run_ids(rows, collector) == set()
+
+
 def test_records_from_thirty_days_ago_are_accepted(collector, record_factory):
     hour = (datetime.now(timezone.utc) - timedelta(days=30)).strftime("%Y-%m-%dT%H:00:00Z")
     assert post(collector, {"records": [record_factory(hour=hour)]}).status_code == 202
