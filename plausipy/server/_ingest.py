@@ -18,12 +18,13 @@ Any failure rejects the whole request before anything is written::
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
@@ -43,7 +44,7 @@ from plausipy.server._errors import (
 )
 
 if TYPE_CHECKING:
-    from plausipy.server._storage import Storage
+    from plausipy.server._storage import Storage, Transaction
 
 __all__ = [
     "DeletionRequest",
@@ -51,9 +52,11 @@ __all__ = [
     "KeyCache",
     "RateLimiter",
     "WireRecord",
-    "canonical_package_name",
+    "batch_insert",
     "build_router",
+    "canonical_package_name",
     "delete_records",
+    "deletion",
     "store_batch",
 ]
 
@@ -374,10 +377,11 @@ def mark_days_dirty(tx: Any, package_id: int, days: Iterable[str]) -> None:
         tx.execute("INSERT INTO dirty_days (package_id, day) VALUES (?, ?) ON CONFLICT DO NOTHING", (package_id, day))
 
 
-def store_batch(storage: Storage, package_id: int, records: list[WireRecord]) -> tuple[int, int]:
-    """Insert a validated batch in one transaction; return ``(accepted, duplicates)``."""
-    if not records:
-        return 0, 0
+def batch_insert(package_id: int, records: list[WireRecord]) -> Callable[[Transaction], tuple[int, int]]:
+    """The work that stores a validated batch, for :meth:`Storage.submit`: ``work(tx) -> (accepted, duplicates)``.
+
+    The rows are built here, by the caller, so the writer spends its turn on the database alone.
+    """
     from plausipy.server._storage import utc_now_text
 
     received_at = utc_now_text()
@@ -386,21 +390,25 @@ def store_batch(storage: Storage, package_id: int, records: list[WireRecord]) ->
     rows = sorted((_row(package_id, record, received_at) for record in records), key=lambda row: row[1])
     days = {record.hour[:10] for record in records}
 
-    def insert(tx: Any) -> int:
+    def insert(tx: Transaction) -> tuple[int, int]:
         # Both drivers sum the rows each statement inserted: a conflict adds 0.
         accepted = int(tx.executemany(_INSERT_RECORD, rows).rowcount)
         mark_days_dirty(tx, package_id, days)
-        return accepted
+        return accepted, len(rows) - accepted
 
+    return insert
+
+
+def store_batch(storage: Storage, package_id: int, records: list[WireRecord]) -> tuple[int, int]:
+    """Insert a validated batch in one transaction; return ``(accepted, duplicates)``."""
+    if not records:
+        return 0, 0
     # A batch is all or nothing; concurrent batches may share one commit.
-    accepted = storage.run_in_transaction(insert)
-    return accepted, len(records) - accepted
+    return storage.run_in_transaction(batch_insert(package_id, records))
 
 
-def delete_records(storage: Storage, package_id: int, run_ids: list[str], uids: list[str]) -> int:
-    """Delete the package's rows with a listed run_id or sha256(uid); mark their days dirty."""
-    if not run_ids and not uids:
-        return 0
+def deletion(package_id: int, run_ids: list[str], uids: list[str]) -> Callable[[Transaction], int]:
+    """The work that deletes the package's rows with a listed run_id or sha256(uid): ``work(tx) -> deleted``."""
     hashes = sorted({_uid_hash(uid) for uid in uids})
     run_ids = sorted(set(run_ids))
     conditions = []
@@ -412,10 +420,20 @@ def delete_records(storage: Storage, package_id: int, run_ids: list[str], uids: 
         conditions.append(f"uid_hash IN ({', '.join('?' * len(hashes))})")
         params.extend(hashes)
     sql = f"DELETE FROM records WHERE package_id = ? AND ({' OR '.join(conditions)}) RETURNING day"
-    with storage.transaction() as tx:
+
+    def delete(tx: Transaction) -> int:
         days = [str(row[0]) for row in tx.execute(sql, params).fetchall()]
         mark_days_dirty(tx, package_id, days)
-    return len(days)
+        return len(days)
+
+    return delete
+
+
+def delete_records(storage: Storage, package_id: int, run_ids: list[str], uids: list[str]) -> int:
+    """Delete the package's rows with a listed run_id or sha256(uid); mark their days dirty."""
+    if not run_ids and not uids:
+        return 0
+    return storage.run_in_transaction(deletion(package_id, run_ids, uids))
 
 
 # --- the routes ---------------------------------------------------------------------------
@@ -458,7 +476,6 @@ def _now() -> datetime:
 
 def build_router() -> APIRouter:
     """The two public API routes; bodies are read by hand for size limits and gzip."""
-    from starlette.concurrency import run_in_threadpool
     from starlette.responses import JSONResponse
 
     router = APIRouter(tags=["ingest"])
@@ -487,7 +504,12 @@ def build_router() -> APIRouter:
         package = await _authorize(request)
         batch: IngestBatch = parse_body(IngestBatch, await read_body(request))
         check_batch(batch.records, package, _now())
-        accepted, duplicates = await run_in_threadpool(store_batch, request.app.state.storage, package.id, batch.records)
+        # The writer's future, not a thread per request: the hop through
+        # the thread pool cost more CPU than a batch of one record.
+        accepted = duplicates = 0
+        if batch.records:
+            work = batch_insert(package.id, batch.records)
+            accepted, duplicates = await asyncio.wrap_future(request.app.state.storage.submit(work))
         return JSONResponse({"accepted": accepted, "duplicates": duplicates}, status_code=202)
 
     @router.post(
@@ -500,7 +522,10 @@ def build_router() -> APIRouter:
     async def delete(request: Request) -> JSONResponse:
         package = await _authorize(request)
         body: DeletionRequest = parse_body(DeletionRequest, await read_body(request))
-        deleted = await run_in_threadpool(delete_records, request.app.state.storage, package.id, body.run_ids, body.uids)
+        deleted = 0
+        if body.run_ids or body.uids:
+            work = deletion(package.id, body.run_ids, body.uids)
+            deleted = await asyncio.wrap_future(request.app.state.storage.submit(work))
         return JSONResponse({"deleted": deleted})
 
     return router

@@ -1,15 +1,17 @@
 """Where the collector keeps its tables: one small interface, two backends.
 
-Every write goes through :meth:`Storage.transaction`, so transactions, the
-SQLite "database is locked" wait and the translation of an unavailable
-database into :class:`~plausipy.server._errors.ServiceUnavailable` (503 with
-Retry-After) live here and nowhere else. SQL is written once with ``?``
-placeholders; the PostgreSQL backend turns them into ``%s`` for psycopg::
+Every write goes through :meth:`Storage.transaction` (or, from the event
+loop, :meth:`Storage.submit`), so transactions, the SQLite "database is
+locked" wait and the translation of an unavailable database into
+:class:`~plausipy.server._errors.ServiceUnavailable` (503 with Retry-After)
+live here and nowhere else. SQL is written once with ``?`` placeholders; the
+PostgreSQL backend turns them into ``%s`` for psycopg::
 
     storage = open_storage("sqlite:////tmp/collector.sqlite3")
     with storage.transaction() as tx:
         tx.execute("INSERT INTO dirty_days (package_id, day) VALUES (?, ?)", (1, "2026-01-02"))
     storage.read("SELECT COUNT(*) FROM dirty_days")   # -> [(1,)]
+    await asyncio.wrap_future(storage.submit(lambda tx: tx.execute("DELETE FROM dirty_days").rowcount))   # -> 1
 
 Timestamps are ISO-8601 UTC text in SQLite (``2026-01-02T03:00:00Z``) and
 ``timestamptz`` in PostgreSQL; both accept the same text as a parameter.
@@ -22,6 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -44,6 +47,8 @@ T = TypeVar("T")
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 5000
 #: How long one PostgreSQL statement may run before it is cancelled (503).
 DEFAULT_PG_STATEMENT_TIMEOUT_MS = 15000
+#: Transactions one worker runs on PostgreSQL at once; more requests queue for a thread.
+PG_WRITER_THREADS = 8
 
 
 def utc_now_text() -> str:
@@ -94,6 +99,10 @@ class Storage(Protocol):
 
     def run_in_transaction(self, work: Callable[[Transaction], T]) -> T:
         """``work(tx)`` all or nothing; the backend may commit it together with others' work."""
+        ...
+
+    def submit(self, work: Callable[[Transaction], T]) -> Future[T]:
+        """``run_in_transaction(work)`` on the backend's own thread; the future holds the outcome."""
         ...
 
     def close(self) -> None:
@@ -167,15 +176,14 @@ class _SQLiteTransaction:
 
 
 class _PendingWork:
-    """One caller's share of a group commit."""
+    """One caller's share of a group commit: the work, when it was queued, and its outcome."""
 
-    __slots__ = ("done", "error", "result", "work")
+    __slots__ = ("future", "queued_at", "work")
 
     def __init__(self, work: Callable[[Any], Any]) -> None:
         self.work = work
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.done = threading.Event()
+        self.queued_at = time.monotonic()
+        self.future: Future[Any] = Future()
 
 
 class SQLiteStorage:
@@ -193,8 +201,10 @@ class SQLiteStorage:
         # release wakes the next one at once, instead of in SQLite's busy
         # handler, which sleeps 1, 2, 5, 10… ms between tries.
         self._write_lock = threading.Lock()
-        self._waiting: list[_PendingWork] = []
-        self._waiting_lock = threading.Lock()
+        # Submitted work waits here for the writer thread, started on first use.
+        self._queue: queue.SimpleQueue[_PendingWork | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_start_lock = threading.Lock()
 
     def _connect(self) -> Any:
         import sqlite3
@@ -232,7 +242,7 @@ class SQLiteStorage:
     @contextmanager
     def transaction(self) -> Iterator[_SQLiteTransaction]:
         if not self._write_lock.acquire(timeout=self.busy_timeout_ms / 1000):
-            raise ServiceUnavailable("the database is busy; retry shortly", retry_after=1)
+            raise _database_busy()
         try:
             with self._locked_transaction() as transaction:
                 yield transaction
@@ -240,58 +250,104 @@ class SQLiteStorage:
             self._write_lock.release()
 
     def run_in_transaction(self, work: Callable[[Transaction], T]) -> T:
-        """Group commit: whoever holds the write lock commits all work queued so far.
+        """``work(tx)`` all or nothing, committed by the writer thread; waits for the outcome."""
+        return self.submit(work).result()
 
-        Each piece of work runs inside its own SAVEPOINT, so one that fails
-        is rolled back alone and its caller gets the error; a failure of the
-        transaction itself (lock timeout, disk) reaches every caller in it.
+    def submit(self, work: Callable[[Transaction], T]) -> Future[T]:
+        """Queue ``work(tx)`` for the writer thread, which commits all work queued so far at once.
+
+        Group commit: each piece of work runs inside its own SAVEPOINT, so one
+        that fails is rolled back alone and its future gets the error; a
+        failure of the transaction itself (lock timeout, disk) reaches every
+        future in it. An event loop awaits the future without a thread of
+        its own per request: ``await asyncio.wrap_future(storage.submit(work))``.
         """
         pending = _PendingWork(work)
-        with self._waiting_lock:
-            self._waiting.append(pending)
-        deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        while not pending.done.is_set():
-            if not self._write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                with self._waiting_lock:
-                    if pending in self._waiting:
-                        self._waiting.remove(pending)
-                        raise ServiceUnavailable("the database is busy; retry shortly", retry_after=1)
-                pending.done.wait()  # a leader took it: it finishes within its own timeout
-                break
-            try:
-                with self._waiting_lock:
-                    group, self._waiting = self._waiting, []
-                if group:
-                    self._commit_group(group)
-            finally:
-                self._write_lock.release()
-        if pending.error is not None:
-            raise pending.error
-        return pending.result  # type: ignore[no-any-return]
+        self._ensure_writer()
+        self._queue.put(pending)
+        return pending.future
+
+    def _ensure_writer(self) -> None:
+        writer = self._writer
+        if writer is not None and writer.is_alive():
+            return
+        with self._writer_start_lock:
+            # Not alive after a fork, or after close(): start another.
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_queued_work, name="plausipy-sqlite-writer", daemon=True)
+                self._writer.start()
+
+    def _write_queued_work(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while True:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this group
+                    break
+                group.append(more)
+            self._commit_in_turn(group)
+
+    def _commit_in_turn(self, group: list[_PendingWork]) -> None:
+        # A future cancelled while queued (its request went away) is dropped
+        # unwritten; from here on the others cannot be cancelled.
+        group = [pending for pending in group if pending.future.set_running_or_notify_cancel()]
+        # Work that has waited longer than the lock timeout (a writer of
+        # another process held the file) answers 503 rather than wait on.
+        timeout = self.busy_timeout_ms / 1000
+        now = time.monotonic()
+        for pending in group:
+            if now > pending.queued_at + timeout:
+                pending.future.set_exception(_database_busy())
+        group = [pending for pending in group if not pending.future.done()]
+        if not group:
+            return
+        if not self._write_lock.acquire(timeout=max(0.0, min(pending.queued_at for pending in group) + timeout - now)):
+            for pending in group:
+                pending.future.set_exception(_database_busy())
+            return
+        try:
+            self._commit_group(group)
+        finally:
+            self._write_lock.release()
 
     def _commit_group(self, group: list[_PendingWork]) -> None:
         import sqlite3
 
+        outcomes: list[tuple[bool, Any]] = []
         try:
             with self._locked_transaction() as tx:
-                for pending in group:
-                    tx.execute("SAVEPOINT work")
-                    try:
-                        pending.result = pending.work(tx)
-                    except sqlite3.OperationalError:
-                        raise  # the connection or the lock: the whole group fails
-                    except Exception as exc:  # noqa: BLE001 - handed to its caller
-                        tx.execute("ROLLBACK TO work")
-                        pending.error = exc
-                    tx.execute("RELEASE work")
-        except BaseException as exc:
+                if len(group) == 1:
+                    # Alone in the transaction: its failure rolls back the
+                    # transaction, so it needs no savepoint of its own.
+                    outcomes.append((True, group[0].work(tx)))
+                else:
+                    for pending in group:
+                        tx.execute("SAVEPOINT work")
+                        try:
+                            outcomes.append((True, pending.work(tx)))
+                        except sqlite3.OperationalError:
+                            raise  # the connection or the lock: the whole group fails
+                        except Exception as exc:  # noqa: BLE001 - handed to its caller
+                            tx.execute("ROLLBACK TO work")
+                            outcomes.append((False, exc))
+                        tx.execute("RELEASE work")
+        except BaseException as exc:  # noqa: BLE001 - handed to every caller in the group
             for pending in group:
-                if pending.error is None:
-                    pending.error = exc
-                    pending.result = None
-        finally:
-            for pending in group:
-                pending.done.set()
+                pending.future.set_exception(exc)
+            return
+        # Outcomes go out only after COMMIT: nobody hears "stored" before it is.
+        for pending, (succeeded, outcome) in zip(group, outcomes):
+            if succeeded:
+                pending.future.set_result(outcome)
+            else:
+                pending.future.set_exception(outcome)
 
     @contextmanager
     def _locked_transaction(self) -> Iterator[_SQLiteTransaction]:
@@ -317,7 +373,17 @@ class SQLiteStorage:
         self._pool.release(connection)
 
     def close(self) -> None:
+        """Finish the queued work, stop the writer thread and close every connection."""
+        with self._writer_start_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None and writer.is_alive():
+            self._queue.put(None)
+            writer.join(timeout=self.busy_timeout_ms / 1000 + 5)
         self._pool.close()
+
+
+def _database_busy() -> ServiceUnavailable:
+    return ServiceUnavailable("the database is busy; retry shortly", retry_after=1)
 
 
 def _rollback_quietly(connection: Any) -> None:
@@ -334,7 +400,7 @@ def _is_sqlite_unavailable(exc: Exception) -> bool:
 
 def _sqlite_unavailable(exc: Exception) -> ServiceUnavailable:
     if "locked" in str(exc).lower() or "busy" in str(exc).lower():
-        return ServiceUnavailable("the database is busy; retry shortly", retry_after=1)
+        return _database_busy()
     return ServiceUnavailable(f"the database is unavailable ({exc})", retry_after=5)
 
 
@@ -372,6 +438,8 @@ class PostgresStorage:
         self.statement_timeout_ms = statement_timeout_ms
         self._translations: dict[str, str] = {}
         self._pool = _Pool(self._connect, lambda connection: not (connection.closed or connection.broken))
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
 
     def _connect(self) -> Any:
         import psycopg
@@ -436,7 +504,18 @@ class PostgresStorage:
         with self.transaction() as tx:
             return work(tx)
 
+    def submit(self, work: Callable[[Transaction], T]) -> Future[T]:
+        """``run_in_transaction(work)`` on one of a few threads, each with a connection while it runs."""
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=PG_WRITER_THREADS, thread_name_prefix="plausipy-pg-writer")
+            return self._executor.submit(self.run_in_transaction, work)
+
     def close(self) -> None:
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
         self._pool.close()
 
 

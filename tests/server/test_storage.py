@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -65,6 +66,50 @@ def test_a_locked_file_is_service_unavailable_and_stores_nothing(storage, sqlite
         blocker.close()
     assert storage.read("SELECT COUNT(*) FROM dirty_days") == [(0,)]
     assert storage.run_in_transaction(lambda tx: 7) == 7, "usable again once the lock is gone"
+
+
+def insert_day(package_id: int):
+    return lambda tx: tx.execute("INSERT INTO dirty_days (package_id, day) VALUES (?, '2026-01-01')", (package_id,)).rowcount
+
+
+def test_work_cancelled_while_queued_is_never_written(storage, sqlite_url):
+    blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    first = storage.submit(insert_day(1))
+    time.sleep(0.05)  # the writer thread is now inside BEGIN IMMEDIATE, waiting for the file
+    queued = storage.submit(insert_day(2))
+    assert queued.cancel(), "queued work can still be cancelled"
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert first.result(timeout=10) == 1
+    assert storage.submit(insert_day(3)).result(timeout=10) == 1
+    assert sorted(row[0] for row in storage.read("SELECT package_id FROM dirty_days")) == [1, 3]
+
+
+def test_work_queued_behind_a_locked_file_is_service_unavailable_too(storage, sqlite_url):
+    blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        futures = [storage.submit(insert_day(index)) for index in range(5)]
+        for future in futures:
+            assert isinstance(future.exception(timeout=30), ServiceUnavailable)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert storage.read("SELECT COUNT(*) FROM dirty_days") == [(0,)]
+
+
+def test_close_finishes_the_queued_work_first(sqlite_url):
+    opened = open_storage(sqlite_url)
+    migrate(opened)
+    futures = [opened.submit(insert_day(index)) for index in range(50)]
+    opened.close()
+    assert [future.result(timeout=0) for future in futures] == [1] * 50
+    reopened = open_storage(sqlite_url)
+    try:
+        assert reopened.read("SELECT COUNT(*) FROM dirty_days") == [(50,)]
+    finally:
+        reopened.close()
 
 
 def test_question_marks_work_on_both_dialects_through_one_api(storage):
