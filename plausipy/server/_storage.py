@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -47,8 +47,6 @@ T = TypeVar("T")
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 5000
 #: How long one PostgreSQL statement may run before it is cancelled (503).
 DEFAULT_PG_STATEMENT_TIMEOUT_MS = 15000
-#: Transactions one worker runs on PostgreSQL at once; more requests queue for a thread.
-PG_WRITER_THREADS = 8
 
 
 def utc_now_text() -> str:
@@ -186,6 +184,78 @@ class _PendingWork:
         self.future: Future[Any] = Future()
 
 
+class _GroupWriter:
+    """One thread that commits queued work in groups: group commit for either backend.
+
+    ``commit_group(group)`` runs each piece's ``work(tx)`` and settles every
+    future in the group; the writer hands it everything queued since the
+    last group, minus work whose future was cancelled (its request went away)
+    and work that waited longer than ``queue_timeout_s`` (503). The thread
+    starts on first use, and again after a fork or :meth:`close`.
+    """
+
+    def __init__(self, commit_group: Callable[[list[_PendingWork]], None], *, name: str, queue_timeout_s: float) -> None:
+        self._commit_group = commit_group
+        self._name = name
+        self.queue_timeout_s = queue_timeout_s
+        self._queue: queue.SimpleQueue[_PendingWork | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, work: Callable[[Any], Any]) -> Future[Any]:
+        pending = _PendingWork(work)
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            with self._start_lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                    self._thread.start()
+        self._queue.put(pending)
+        return pending.future
+
+    def close(self, timeout_s: float) -> None:
+        """Finish the queued work and stop the thread."""
+        with self._start_lock:
+            thread, self._thread = self._thread, None
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            thread.join(timeout=timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while True:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this group
+                    break
+                group.append(more)
+            self._settle(group)
+
+    def _settle(self, group: list[_PendingWork]) -> None:
+        # From here on the futures cannot be cancelled any more.
+        group = [pending for pending in group if pending.future.set_running_or_notify_cancel()]
+        now = time.monotonic()
+        for pending in group:
+            if now > pending.queued_at + self.queue_timeout_s:
+                pending.future.set_exception(_database_busy())
+        group = [pending for pending in group if not pending.future.done()]
+        if not group:
+            return
+        try:
+            self._commit_group(group)
+        except BaseException as exc:  # noqa: BLE001 - a bug must not strand the callers
+            for pending in group:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+
+
 class SQLiteStorage:
     """The default backend: one SQLite file in WAL mode, shared by all threads and workers."""
 
@@ -201,10 +271,7 @@ class SQLiteStorage:
         # release wakes the next one at once, instead of in SQLite's busy
         # handler, which sleeps 1, 2, 5, 10… ms between tries.
         self._write_lock = threading.Lock()
-        # Submitted work waits here for the writer thread, started on first use.
-        self._queue: queue.SimpleQueue[_PendingWork | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        self._writer_start_lock = threading.Lock()
+        self._writer = _GroupWriter(self._commit_in_turn, name="plausipy-sqlite-writer", queue_timeout_s=busy_timeout_ms / 1000)
 
     def _connect(self) -> Any:
         import sqlite3
@@ -262,53 +329,13 @@ class SQLiteStorage:
         future in it. An event loop awaits the future without a thread of
         its own per request: ``await asyncio.wrap_future(storage.submit(work))``.
         """
-        pending = _PendingWork(work)
-        self._ensure_writer()
-        self._queue.put(pending)
-        return pending.future
-
-    def _ensure_writer(self) -> None:
-        writer = self._writer
-        if writer is not None and writer.is_alive():
-            return
-        with self._writer_start_lock:
-            # Not alive after a fork, or after close(): start another.
-            if self._writer is None or not self._writer.is_alive():
-                self._writer = threading.Thread(target=self._write_queued_work, name="plausipy-sqlite-writer", daemon=True)
-                self._writer.start()
-
-    def _write_queued_work(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            group = [first]
-            while True:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)  # stop after this group
-                    break
-                group.append(more)
-            self._commit_in_turn(group)
+        return self._writer.submit(work)
 
     def _commit_in_turn(self, group: list[_PendingWork]) -> None:
-        # A future cancelled while queued (its request went away) is dropped
-        # unwritten; from here on the others cannot be cancelled.
-        group = [pending for pending in group if pending.future.set_running_or_notify_cancel()]
-        # Work that has waited longer than the lock timeout (a writer of
-        # another process held the file) answers 503 rather than wait on.
-        timeout = self.busy_timeout_ms / 1000
-        now = time.monotonic()
-        for pending in group:
-            if now > pending.queued_at + timeout:
-                pending.future.set_exception(_database_busy())
-        group = [pending for pending in group if not pending.future.done()]
-        if not group:
-            return
-        if not self._write_lock.acquire(timeout=max(0.0, min(pending.queued_at for pending in group) + timeout - now)):
+        # The lock is shared with transaction(); its wait counts from when
+        # the oldest work was queued, so nothing waits past the lock timeout.
+        wait = min(pending.queued_at for pending in group) + self.busy_timeout_ms / 1000 - time.monotonic()
+        if not self._write_lock.acquire(timeout=max(0.0, wait)):
             for pending in group:
                 pending.future.set_exception(_database_busy())
             return
@@ -374,11 +401,7 @@ class SQLiteStorage:
 
     def close(self) -> None:
         """Finish the queued work, stop the writer thread and close every connection."""
-        with self._writer_start_lock:
-            writer, self._writer = self._writer, None
-        if writer is not None and writer.is_alive():
-            self._queue.put(None)
-            writer.join(timeout=self.busy_timeout_ms / 1000 + 5)
+        self._writer.close(timeout_s=self.busy_timeout_ms / 1000 + 5)
         self._pool.close()
 
 
@@ -438,8 +461,7 @@ class PostgresStorage:
         self.statement_timeout_ms = statement_timeout_ms
         self._translations: dict[str, str] = {}
         self._pool = _Pool(self._connect, lambda connection: not (connection.closed or connection.broken))
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
+        self._writer = _GroupWriter(self._commit_group, name="plausipy-pg-writer", queue_timeout_s=statement_timeout_ms / 1000)
 
     def _connect(self) -> Any:
         import psycopg
@@ -500,22 +522,41 @@ class PostgresStorage:
         self._pool.release(connection)
 
     def run_in_transaction(self, work: Callable[[Transaction], T]) -> T:
-        """``work(tx)`` in a transaction of its own: PostgreSQL takes concurrent writers."""
-        with self.transaction() as tx:
-            return work(tx)
+        """``work(tx)`` all or nothing, committed by the writer thread; waits for the outcome."""
+        return self.submit(work).result()
 
     def submit(self, work: Callable[[Transaction], T]) -> Future[T]:
-        """``run_in_transaction(work)`` on one of a few threads, each with a connection while it runs."""
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=PG_WRITER_THREADS, thread_name_prefix="plausipy-pg-writer")
-            return self._executor.submit(self.run_in_transaction, work)
+        """Queue ``work(tx)`` for this process's writer thread, which commits all work queued so far at once.
+
+        Group commit, as on SQLite: one transaction, one round trip to COMMIT
+        and one WAL flush for every request that arrived meanwhile. When the
+        group's transaction fails for a reason other than the database being
+        unavailable, each piece runs again in a transaction of its own, so
+        one bad piece fails alone: work must have no effect outside ``tx``.
+        """
+        return self._writer.submit(work)
+
+    def _commit_group(self, group: list[_PendingWork]) -> None:
+        try:
+            with self.transaction() as tx:
+                outcomes = [pending.work(tx) for pending in group]
+        except ServiceUnavailable as exc:
+            for pending in group:
+                pending.future.set_exception(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - one piece failed: find out which, alone
+            if len(group) == 1:
+                group[0].future.set_exception(exc)
+                return
+            for pending in group:
+                self._commit_group([pending])
+            return
+        for pending, outcome in zip(group, outcomes):
+            pending.future.set_result(outcome)
 
     def close(self) -> None:
-        with self._executor_lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        """Finish the queued work, stop the writer thread and close every connection."""
+        self._writer.close(timeout_s=self.statement_timeout_ms / 1000 + 5)
         self._pool.close()
 
 

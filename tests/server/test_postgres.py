@@ -137,3 +137,52 @@ def test_a_slow_database_is_503_not_a_hang(server_factory, postgres_url, package
         assert int(response.headers["Retry-After"]) >= 1
     assert rows(postgres_url, "SELECT COUNT(*) FROM records WHERE run_id = ?", (record["run_id"],)) == [(0,)]
     assert post(base_url, "/api/v1/records", package["key"], {"records": [record]}).json() == {"accepted": 1, "duplicates": 0}
+
+
+def test_group_commit_on_postgresql_fails_only_the_bad_piece(postgres_url):
+    import threading
+
+    import psycopg
+
+    from plausipy.server._schema import migrate
+    from plausipy.server._storage import open_storage
+
+    storage = open_storage(postgres_url)
+    migrate(storage)
+    storage.run_in_transaction(lambda tx: tx.execute("INSERT INTO dirty_days (package_id, day) VALUES (99, '2026-01-01')"))
+    start = threading.Barrier(12)
+    outcomes: dict[int, object] = {}
+
+    def work_for(index: int):
+        def work(tx):
+            tx.execute("INSERT INTO dirty_days (package_id, day) VALUES (?, '2026-01-01')", (index,))
+            if index == 5:
+                raise ValueError("this caller's own failure")
+            if index == 7:  # a database error of its own: the key exists
+                tx.execute("INSERT INTO dirty_days (package_id, day) VALUES (99, '2026-01-01')")
+            return index
+
+        return work
+
+    def caller(index: int) -> None:
+        start.wait()
+        try:
+            outcomes[index] = storage.run_in_transaction(work_for(index))
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            outcomes[index] = exc
+
+    try:
+        threads = [threading.Thread(target=caller, args=(index,)) for index in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert isinstance(outcomes[5], ValueError)
+        assert isinstance(outcomes[7], psycopg.errors.UniqueViolation)
+        assert {index: outcome for index, outcome in outcomes.items() if index not in (5, 7)} == {
+            index: index for index in range(12) if index not in (5, 7)
+        }
+        stored = {row[0] for row in storage.read("SELECT package_id FROM dirty_days")}
+        assert stored == set(range(12)) - {5, 7} | {99}
+    finally:
+        storage.close()
