@@ -26,6 +26,13 @@ def test_ingest_and_deletion_on_postgresql(server_factory, postgres_url, package
         "accepted": 0,
         "duplicates": 10,
     }
+    # A batch of one takes the single-statement path; its count must be as right.
+    assert post(base_url, "/api/v1/records", package["key"], {"records": records[:1]}).json() == {
+        "accepted": 0,
+        "duplicates": 1,
+    }
+    one = record_factory()
+    assert post(base_url, "/api/v1/records", package["key"], {"records": [one]}).json() == {"accepted": 1, "duplicates": 0}
     stored = rows(postgres_url, "SELECT uid_hash, hour, day FROM records WHERE run_id = ?", (records[0]["run_id"],))
     assert stored[0][0] == hashlib.sha256(records[0]["uid"].encode()).hexdigest()
     assert stored[0][1].strftime("%Y-%m-%dT%H:00:00Z") == records[0]["hour"]
@@ -33,7 +40,7 @@ def test_ingest_and_deletion_on_postgresql(server_factory, postgres_url, package
 
     deleted = post(base_url, "/api/v1/deletions", package["key"], {"run_ids": [records[0]["run_id"]], "uids": [records[1]["uid"]]})
     assert deleted.json() == {"deleted": 2}
-    assert rows(postgres_url, "SELECT COUNT(*) FROM records") == [(98,)]
+    assert rows(postgres_url, "SELECT COUNT(*) FROM records") == [(99,)]
 
 
 def test_schema_errors_store_nothing_on_postgresql(server_factory, postgres_url, package_factory, record_factory, rows):
