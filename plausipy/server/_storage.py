@@ -100,7 +100,11 @@ class Storage(Protocol):
         ...
 
     def submit(self, work: Callable[[Transaction], T]) -> Future[T]:
-        """``run_in_transaction(work)`` on the backend's own thread; the future holds the outcome."""
+        """``run_in_transaction(work)`` on the backend's writer thread; the future holds the outcome.
+
+        ``work`` may run twice (PostgreSQL retries a failed group piece by
+        piece), so it must have no effect outside ``tx``.
+        """
         ...
 
     def close(self) -> None:
