@@ -55,9 +55,7 @@ __all__ = [
     "batch_insert",
     "build_router",
     "canonical_package_name",
-    "delete_records",
     "deletion",
-    "store_batch",
 ]
 
 MAX_RECORDS = 100
@@ -399,14 +397,6 @@ def batch_insert(package_id: int, records: list[WireRecord]) -> Callable[[Transa
     return insert
 
 
-def store_batch(storage: Storage, package_id: int, records: list[WireRecord]) -> tuple[int, int]:
-    """Insert a validated batch in one transaction; return ``(accepted, duplicates)``."""
-    if not records:
-        return 0, 0
-    # A batch is all or nothing; concurrent batches may share one commit.
-    return storage.run_in_transaction(batch_insert(package_id, records))
-
-
 def deletion(package_id: int, run_ids: list[str], uids: list[str]) -> Callable[[Transaction], int]:
     """The work that deletes the package's rows with a listed run_id or sha256(uid): ``work(tx) -> deleted``."""
     hashes = sorted({_uid_hash(uid) for uid in uids})
@@ -427,13 +417,6 @@ def deletion(package_id: int, run_ids: list[str], uids: list[str]) -> Callable[[
         return len(days)
 
     return delete
-
-
-def delete_records(storage: Storage, package_id: int, run_ids: list[str], uids: list[str]) -> int:
-    """Delete the package's rows with a listed run_id or sha256(uid); mark their days dirty."""
-    if not run_ids and not uids:
-        return 0
-    return storage.run_in_transaction(deletion(package_id, run_ids, uids))
 
 
 # --- the routes ---------------------------------------------------------------------------
@@ -504,6 +487,7 @@ def build_router() -> APIRouter:
         package = await _authorize(request)
         batch: IngestBatch = parse_body(IngestBatch, await read_body(request))
         check_batch(batch.records, package, _now())
+        # A batch is all or nothing; concurrent batches may share one commit.
         # The writer's future, not a thread per request: the hop through
         # the thread pool cost more CPU than a batch of one record.
         accepted = duplicates = 0

@@ -144,4 +144,3 @@ def test_a_slow_database_is_503_not_a_hang(server_factory, postgres_url, package
         assert int(response.headers["Retry-After"]) >= 1
     assert rows(postgres_url, "SELECT COUNT(*) FROM records WHERE run_id = ?", (record["run_id"],)) == [(0,)]
     assert post(base_url, "/api/v1/records", package["key"], {"records": [record]}).json() == {"accepted": 1, "duplicates": 0}
-
