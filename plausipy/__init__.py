@@ -18,7 +18,14 @@ __all__ = ["__version__", "app", "consent", "disable", "lib", "track"]
 
 def __getattr__(name: str) -> object:
     if name not in __all__:
-        raise AttributeError(f"module 'plausipy' has no attribute {name!r}")
+        # plausipy._bootstrap may have been loaded without this package
+        # (plausipy/_bootstrap/_without_pyc.py): still plausipy._bootstrap.
+        import sys
+
+        module = sys.modules.get(f"plausipy.{name}")
+        if module is None:
+            raise AttributeError(f"module 'plausipy' has no attribute {name!r}")
+        return module
     from plausipy import _api
 
     value = getattr(_api, name)
