@@ -375,14 +375,36 @@ def mark_days_dirty(tx: Any, package_id: int, days: Iterable[str]) -> None:
         tx.execute("INSERT INTO dirty_days (package_id, day) VALUES (?, ?) ON CONFLICT DO NOTHING", (package_id, day))
 
 
-def batch_insert(package_id: int, records: list[WireRecord]) -> Callable[[Transaction], tuple[int, int]]:
+# One record in one statement (PostgreSQL): the row, and its day marked dirty
+# if the row was new. The statement is atomic, so it needs no BEGIN/COMMIT.
+_INSERT_ONE_RECORD = (
+    f"WITH new AS ({_INSERT_RECORD} RETURNING day),"
+    " marked AS (INSERT INTO dirty_days (package_id, day) SELECT ?, day FROM new ON CONFLICT DO NOTHING)"
+    " SELECT count(*) FROM new"
+)
+
+
+def batch_insert(
+    package_id: int, records: list[WireRecord], dialect: str = "sqlite"
+) -> tuple[Callable[[Transaction], tuple[int, int]], bool]:
     """The work that stores a validated batch, for :meth:`Storage.submit`: ``work(tx) -> (accepted, duplicates)``.
 
-    The rows are built here, by the caller, so the writer spends its turn on the database alone.
+    Returns the work and whether it is one statement (``submit(work, one_statement=…)``):
+    a single record on PostgreSQL. The rows are built here, by the caller, so
+    the writer spends its turn on the database alone.
     """
     from plausipy.server._storage import utc_now_text
 
     received_at = utc_now_text()
+    if dialect == "postgresql" and len(records) == 1:
+        params = (*_row(package_id, records[0], received_at), package_id)
+
+        def insert_one(tx: Transaction) -> tuple[int, int]:
+            accepted = int(tx.execute(_INSERT_ONE_RECORD, params).fetchone()[0])
+            return accepted, 1 - accepted
+
+        return insert_one, True
+
     # In run_id order: two transactions inserting the same records (a retry
     # racing the original) then take the keys in one order, not a deadlock.
     rows = sorted((_row(package_id, record, received_at) for record in records), key=lambda row: row[1])
@@ -394,7 +416,7 @@ def batch_insert(package_id: int, records: list[WireRecord]) -> Callable[[Transa
         mark_days_dirty(tx, package_id, days)
         return accepted, len(rows) - accepted
 
-    return insert
+    return insert, False
 
 
 def deletion(package_id: int, run_ids: list[str], uids: list[str]) -> Callable[[Transaction], int]:
@@ -492,8 +514,9 @@ def build_router() -> APIRouter:
         # the thread pool cost more CPU than a batch of one record.
         accepted = duplicates = 0
         if batch.records:
-            work = batch_insert(package.id, batch.records)
-            accepted, duplicates = await asyncio.wrap_future(request.app.state.storage.submit(work))
+            storage = request.app.state.storage
+            work, one_statement = batch_insert(package.id, batch.records, storage.dialect)
+            accepted, duplicates = await asyncio.wrap_future(storage.submit(work, one_statement=one_statement))
         return JSONResponse({"accepted": accepted, "duplicates": duplicates}, status_code=202)
 
     @router.post(

@@ -68,6 +68,45 @@ def test_concurrent_work_commits_except_the_pieces_that_fail(either_storage):
     assert stored == set(range(12)) - {5, 7} | {99}
 
 
+def test_one_statement_work_beside_transactions_fails_alone(either_storage):
+    # PostgreSQL runs work of one statement without BEGIN/COMMIT; SQLite in
+    # the group. Either way a failing statement loses only its own work.
+    storage = either_storage
+    storage.run_in_transaction(lambda tx: tx.execute("INSERT INTO dirty_days (package_id, day) VALUES (99, '2026-01-01')"))
+    insert = "INSERT INTO dirty_days (package_id, day) VALUES (?, '2026-01-01') RETURNING package_id"
+
+    def statement(index: int):
+        return lambda tx: tx.execute(insert, (index,)).fetchone()[0]
+
+    def transaction(index: int):
+        def work(tx):
+            tx.execute("INSERT INTO dirty_days (package_id, day) VALUES (?, '2026-01-02')", (index,))
+            return tx.execute(insert, (index,)).fetchone()[0]
+
+        return work
+
+    futures = {}
+    for index in range(10):
+        one = index % 2 == 0
+        futures[index] = storage.submit(statement(index) if one else transaction(index), one_statement=one)
+    futures[99] = storage.submit(statement(99), one_statement=True)  # exists: a unique violation
+    outcomes = {}
+    for index, future in futures.items():
+        try:
+            outcomes[index] = future.result(timeout=30)
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            outcomes[index] = exc
+    assert type(outcomes.pop(99)).__name__ in ("IntegrityError", "UniqueViolation")
+    assert outcomes == {index: index for index in range(10)}
+    stored = sorted(storage.read("SELECT package_id, day FROM dirty_days ORDER BY package_id, day"))
+    assert [(row[0], str(row[1])) for row in stored] == sorted(
+        [(index, "2026-01-01") for index in range(10)] + [(index, "2026-01-02") for index in range(1, 10, 2)]
+        + [(99, "2026-01-01")]
+    )
+    # The connection a failed statement used serves the next work as usual.
+    assert storage.submit(statement(42), one_statement=True).result(timeout=30) == 42
+
+
 def test_a_locked_file_is_service_unavailable_and_stores_nothing(storage, sqlite_url):
     blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
