@@ -10,7 +10,8 @@ Everything is built in a temporary directory, never inside the repository:
                                     installed  plausipy + benchlib, hook files in place
                                     bare       the same, hook files moved out of site-packages
                                     empty      hook files in place, but plausipy/__init__.py is
-                                               empty and plausipy/_bootstrap has ``def start(): pass``
+                                               empty, plausipy/_bootstrap has ``def start(): pass``
+                                               and its _without_pyc.py is empty
     child_cpu_ms(argv, env)       CPU time (user + system) of one child, from ``os.wait4``
     rotated_runs(cases, rounds)   every case once per round, the order rotated each round,
                                   so drift of the machine spreads evenly over the cases
@@ -255,6 +256,7 @@ def _empty_the_modules(venv: Venv) -> None:
     (package / "_bootstrap").mkdir(parents=True)
     (package / "__init__.py").write_text("")
     (package / "_bootstrap" / "__init__.py").write_text("def start():\n    pass\n")
+    (package / "_bootstrap" / "_without_pyc.py").write_text("")  # what the .pth execs without .pyc files
 
 
 def compile_plausipy(venv: Venv) -> None:
