@@ -234,15 +234,20 @@ def server_cpu_seconds(process: subprocess.Popen[bytes]) -> float:
 
 
 def measure_with_cpu(
-    process: subprocess.Popen[bytes], port: int, key: str, package: str, batch: int, seconds: float, clients: int
-) -> tuple[float, int, float]:
-    """Records per second, non-202 answers, and the server's CPU milliseconds per request."""
+    process: subprocess.Popen[bytes], port: int, key: str, package: str, batch: int, seconds: float, clients: int,
+    database: subprocess.Popen[bytes] | None = None,
+) -> tuple[float, int, float, float]:
+    """Records per second, non-202 answers, and the CPU milliseconds per request of the server and of the database's processes."""
     before = server_cpu_seconds(process)
+    database_before = server_cpu_seconds(database) if database else 0.0
     started = time.monotonic()
     rate, errors = measure(port, key, package, batch, seconds, clients)
     requests = rate * (time.monotonic() - started) / batch
     cpu_ms = (server_cpu_seconds(process) - before) * 1000 / requests if requests else float("nan")
-    return rate, errors, cpu_ms
+    database_ms = float("nan")
+    if database and requests:
+        database_ms = (server_cpu_seconds(database) - database_before) * 1000 / requests
+    return rate, errors, cpu_ms, database_ms
 
 
 def measure(port: int, key: str, package: str, batch: int, seconds: float, clients: int) -> tuple[float, int]:
@@ -282,7 +287,7 @@ def main() -> None:
     # The empty server runs throughout and each collector row is measured
     # right after an empty-handler row of the same batch size: on a shared
     # machine the load drifts, and a ratio of two moments would measure that.
-    rows: list[tuple[str, int, tuple[float, int, float], tuple[float, int, float]]] = []
+    rows: list[tuple[str, int, tuple[float, int, float, float], tuple[float, int, float, float]]] = []
     empty_process, empty_port = start_empty_server(options.workers)
     try:
         backends = ["sqlite"] + (["postgresql"] if (PG_BIN / "initdb").exists() else [])
@@ -296,7 +301,8 @@ def main() -> None:
                     package = _package_of(database_url, key)
                     for batch in (1, 100):
                         empty = measure_with_cpu(empty_process, empty_port, "x" * 32, "acme", batch, options.seconds, options.clients)
-                        collector = measure_with_cpu(process, port, key, package, batch, options.seconds, options.clients)
+                        collector = measure_with_cpu(process, port, key, package, batch, options.seconds, options.clients,
+                                                     postgres.process if postgres else None)
                         rows.append((backend, batch, empty, collector))
                 finally:
                     stop(process)
@@ -308,11 +314,13 @@ def main() -> None:
         stop(empty_process)
 
     print(f"\ningest, {options.workers} workers, {options.clients * 2} keep-alive connections, {options.seconds:g} s per row, {os.cpu_count()} cores")
-    print(f"{'backend':<11} {'batch':>5} {'empty rec/s':>12} {'collector rec/s':>16} {'ratio':>6} {'server CPU ms/request (empty / collector)':>42} {'non-202':>8}")
-    for backend, batch, (empty, _, empty_cpu), (rate, errors, cpu) in rows:
+    print(f"{'backend':<11} {'batch':>5} {'empty rec/s':>12} {'collector rec/s':>16} {'ratio':>6} "
+          f"{'server CPU ms/request (empty / collector)':>42} {'PostgreSQL CPU ms/request':>26} {'non-202':>8}")
+    for backend, batch, (empty, _, empty_cpu, _), (rate, errors, cpu, database_cpu) in rows:
         ratio = rate / empty if empty else float("nan")
         cpu_text = f"{empty_cpu:.2f} / {cpu:.2f}"
-        print(f"{backend:<11} {batch:>5} {empty:>12,.0f} {rate:>16,.0f} {ratio:>6.2f} {cpu_text:>42} {errors:>8}")
+        database_text = "—" if database_cpu != database_cpu else f"{database_cpu:.2f}"  # NaN: SQLite, in the server
+        print(f"{backend:<11} {batch:>5} {empty:>12,.0f} {rate:>16,.0f} {ratio:>6.2f} {cpu_text:>42} {database_text:>26} {errors:>8}")
 
 
 if __name__ == "__main__":
