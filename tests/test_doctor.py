@@ -37,6 +37,7 @@ def test_healthy_install_reports_the_hook_the_index_the_state_and_the_overhead(v
     assert status == 0 and report["ok"] is True
     assert check(report, "hook")["status"] == "ok"
     assert str(venv.site_packages / "plausipy.pth") in check(report, "hook")["details"]["pth_files"]
+    assert check(report, "hook")["details"]["start_up"] == "start-up code from .pyc files"
     declared = {entry["distribution"]: entry for entry in check(report, "index")["details"]["distributions"]}
     assert set(declared) == set(KEYS)  # quietlib declares no key
     assert declared["betalib"]["scope"] == "user"

@@ -163,7 +163,10 @@ def test_a_record_is_delivered_from_a_process_without_pyc(no_pyc_venv_factory, h
     for _ in range(2):  # the first start writes the cache, the second runs from it
         result = venv.run([program], home, PYTHONDONTWRITEBYTECODE="1")
         assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", "")
-    assert len(start_cache(home)) == 1
+    [cache] = start_cache(home)
+    result = venv.run(["-m", "plausipy", "doctor", "--json", "--runs", "1"], home, PYTHONDONTWRITEBYTECODE="1")
+    [hook] = [item for item in json.loads(result.stdout)["checks"] if item["name"] == "hook"]
+    assert hook["details"]["start_up"] == f"no .pyc files: start-up code from {cache}"
     records = wait_for(lambda: [r for r in fresh_collector.records if r["package"] == "acmelib"][1:])
     assert records, fresh_collector.records
     assert not (venv.site_packages / "plausipy" / "__pycache__").exists()

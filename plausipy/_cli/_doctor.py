@@ -91,11 +91,25 @@ def check_hook() -> Check:
     if bootstrap is None or not getattr(bootstrap, "_started", False):
         return Check("hook", "broken", "plausipy.pth is present but its line did not run (see python -X importtime)",
                      details)  # fmt: skip
+    details["start_up"] = start_up_code(bootstrap)
     reason = kill_switch_reason(bootstrap)
     if reason:
         details["kill_switch"] = reason
         return Check("hook", "warn", f"the hook ran and stepped aside: {reason}", details)
-    return Check("hook", "ok", f"active in {sys.executable}", details)
+    return Check("hook", "ok", f"active in {sys.executable}; {details['start_up']}", details)
+
+
+def start_up_code(bootstrap: object) -> str:
+    """Where each start gets the hook's code: .pyc files, plausipy's start cache, or compiling."""
+    here = os.path.dirname(getattr(bootstrap, "__file__", None) or "")
+    if os.path.isdir(os.path.join(here, "__pycache__")):
+        return "start-up code from .pyc files"
+    # The start cache is named like the key index (plausipy/_bootstrap/_without_pyc.py).
+    index = bootstrap.index_cache_file()  # type: ignore[attr-defined]
+    cached = os.path.join(os.path.dirname(index), "start-" + os.path.basename(index)[len("index-"):])
+    if os.path.exists(cached):
+        return f"no .pyc files: start-up code from {cached}"
+    return "no .pyc files: start-up code compiled at each start (the cache is written at the next)"
 
 
 def kill_switch_reason(bootstrap: object) -> str | None:
