@@ -24,8 +24,9 @@ try:
     ) + "/start-%d%d-%016x.marshal" % (
         *sys.version_info[:2], int.from_bytes(sys.prefix.encode("utf-8", "surrogateescape"), "little") % 0x1FFFFFFFFFFFFFFF)
     f = os.open(p, os.O_RDONLY)
-    c = os.fstat(f).st_uid == os.getuid() and __import__("marshal").loads(os.read(f, 1 << 20))
-    os.close(f)
+    d = os.read(f, 1 << 20) if os.fstat(f).st_uid == os.getuid() else b""  # b"": not this user's
+    os.close(f)  # before anything here can raise
+    c = __import__("marshal").loads(d)
     exec(c[0], {"sitedir": sitedir, "cached": c[1]})  # noqa: F821
 except Exception:
     exec("""
