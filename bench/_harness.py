@@ -10,7 +10,7 @@ Everything is built in a temporary directory, never inside the repository:
                                     installed  plausipy + benchlib, hook files in place
                                     bare       the same, hook files moved out of site-packages
                                     empty      hook files in place, but plausipy/__init__.py is
-                                               empty, plausipy/_bootstrap has ``def start(): pass``
+                                               empty, _plausipy_hook/__init__.py has ``def start(): pass``
                                                and its _without_pyc.py is empty
     child_cpu_ms(argv, env)       CPU time (user + system) of one child, from ``os.wait4``
     rotated_runs(cases, rounds)   every case once per round, the order rotated each round,
@@ -250,25 +250,30 @@ def _move_hook_files_away(venv: Venv, stash: Path) -> None:
             shutil.move(str(venv.site_packages / name), str(stash / name))
 
 
+PACKAGES = ("plausipy", "_plausipy_hook")
+
+
 def _empty_the_modules(venv: Venv) -> None:
-    package = venv.site_packages / "plausipy"
-    shutil.rmtree(package)
-    (package / "_bootstrap").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "_bootstrap" / "__init__.py").write_text("def start():\n    pass\n")
-    (package / "_bootstrap" / "_without_pyc.py").write_text("")  # what the .pth execs without .pyc files
+    for name in PACKAGES:
+        shutil.rmtree(venv.site_packages / name)
+        (venv.site_packages / name).mkdir()
+    (venv.site_packages / "plausipy" / "__init__.py").write_text("")
+    hook = venv.site_packages / "_plausipy_hook"
+    (hook / "__init__.py").write_text("def start():\n    pass\n")
+    (hook / "_without_pyc.py").write_text("")  # what the .pth execs without .pyc files
 
 
 def compile_plausipy(venv: Venv) -> None:
     """Write the .pyc files of plausipy in ``venv`` (the environment forbids writing them on import)."""
-    subprocess.run([venv.python, "-m", "compileall", "-q", str(venv.site_packages / "plausipy")],
+    subprocess.run([venv.python, "-m", "compileall", "-q", *(str(venv.site_packages / name) for name in PACKAGES)],
                    check=True, stdout=subprocess.DEVNULL)
 
 
 def remove_plausipy_pyc(venv: Venv) -> None:
     """Delete every __pycache__ of plausipy in ``venv``."""
-    for cache in (venv.site_packages / "plausipy").rglob("__pycache__"):
-        shutil.rmtree(cache, ignore_errors=True)
+    for name in PACKAGES:
+        for cache in (venv.site_packages / name).rglob("__pycache__"):
+            shutil.rmtree(cache, ignore_errors=True)
 
 
 # -- children ------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ def _check_watcher_installed(layouts: harness.Layouts, env: dict[str, str], cwd:
     probe = "import sys; print(getattr(sys.meta_path[0], '__name__', type(sys.meta_path[0]).__name__))"
     found = subprocess.run([layouts.installed.python, "-c", probe], env=env, cwd=cwd,
                            capture_output=True, text=True, check=True).stdout.strip()
-    if found != "plausipy._bootstrap":
+    if found != "_plausipy_hook":
         raise SystemExit(f"the watcher is not at sys.meta_path[0] in the installed layout (found {found})")
     found = subprocess.run([layouts.bare.python, "-c", "import sys; print('plausipy' in sys.modules)"],
                            env=env, cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()

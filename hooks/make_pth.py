@@ -7,8 +7,8 @@ files exist (pip compiles them at install): import the bootstrap, inside a
 guard that keeps a broken install from printing "Error processing line" at
 every start. ``sitedir`` is the directory site.addpackage() is reading.
 
-Where plausipy/_bootstrap has no __pycache__, the line execs
-plausipy/_bootstrap/_without_pyc.py instead (the nested string is compiled
+Where _plausipy_hook has no __pycache__, the line execs
+_plausipy_hook/_without_pyc.py instead (the nested string is compiled
 only then); that file explains why. Where plausipy is not in ``sitedir`` at
 all (an editable install puts a path there instead), the plain import.
 
@@ -23,24 +23,24 @@ from pathlib import Path
 
 WITHOUT_PYC = """\
 try:
- with open(sitedir + '/plausipy/_bootstrap/_without_pyc.py', 'rb') as f:
+ with open(sitedir + '/_plausipy_hook/_without_pyc.py', 'rb') as f:
   exec(f.read(), {'sitedir': sitedir})
 except Exception:
  try:
-  __import__('plausipy._bootstrap')._bootstrap.start()
+  __import__('_plausipy_hook').start()
  except Exception:
   pass"""
 
 BODY = f"""\
 try:
- os.stat(sitedir + '/plausipy/_bootstrap/__pycache__')
- __import__('plausipy._bootstrap')._bootstrap.start()
+ os.stat(sitedir + '/_plausipy_hook/__pycache__')
+ __import__('_plausipy_hook').start()
 except Exception:
  exec({WITHOUT_PYC!r})"""
 
 
 def line() -> str:
-    return f"import sys, os; 'plausipy._bootstrap' in sys.modules or exec({BODY!r})\n"
+    return f"import sys, os; '_plausipy_hook' in sys.modules or exec({BODY!r})\n"
 
 
 def main(argv: list[str]) -> int:

@@ -1,16 +1,16 @@
 """plausipy: privacy-first usage analytics for Python packages and applications.
 
 The front door. Importing it costs nothing: every name below is loaded on
-first use (PEP 562), so the start-up hook can import ``plausipy._bootstrap``
-without pulling in anything else.
+first use (PEP 562). The start-up hook is a package of its own,
+``_plausipy_hook``, so a start does not import this one at all.
 
 >>> import plausipy
 >>> plausipy.app(key="sayrrCCNbXY70ci6xHn8qlYwKyAUawgp", name="acme")  # doctest: +SKIP
 """
 
-# The start-up hook imports this module in every process, so it stays small:
-# no `from __future__ import annotations` and no importlib (each a module load
-# of its own), and the public functions come from plausipy._api on first use.
+# Cheap to import: no `from __future__ import annotations` and no importlib
+# (each a module load of its own), and the public functions come from
+# plausipy._api on first use.
 __version__ = "0.7.0"
 
 __all__ = ["__version__", "app", "consent", "disable", "lib", "track"]

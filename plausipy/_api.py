@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from plausipy import _bootstrap
+import _plausipy_hook as _bootstrap
 from plausipy._record import check_key, check_props, check_scope
 
 TYPE_CHECKING = False
@@ -135,7 +135,7 @@ def _register(
         return
     import_name = _caller_import_name(depth)
     if name is None or version is None:
-        from plausipy._bootstrap._index import find_distribution
+        from _plausipy_hook._index import find_distribution
 
         found = find_distribution(import_name, sys.path, name=name)
         if found is None and name is None:

@@ -24,7 +24,7 @@ import os
 import sys
 import time
 
-from plausipy import _bootstrap
+import _plausipy_hook as _bootstrap
 
 __all__ = [
     "CATEGORIES",
@@ -131,7 +131,7 @@ def remember_problem(where: str, exc: "BaseException") -> None:
 
 
 def kill_switch_for_registration() -> "str | None":
-    """:func:`plausipy._bootstrap.kill_switch` now, where this process's own marker does not count."""
+    """:func:`_plausipy_hook.kill_switch` now, where this process's own marker does not count."""
     return _bootstrap.kill_switch(own_marker=str(os.getpid()))
 
 
@@ -653,7 +653,7 @@ def load_policy_rules() -> "PolicyRules":
 
     policy = load_policy(path)
     if stamp is not None and policy.problem is None:
-        from plausipy._bootstrap._index import write_cache_file
+        from _plausipy_hook._index import write_cache_file
 
         rules = (policy.consent, policy.scope, policy.share, policy.packages)
         write_cache_file(cache, marshal.dumps((_POLICY_CACHE_FORMAT, path, stamp, rules)))

@@ -8,9 +8,9 @@ everything under one directory, which is what the tests and the demo use.
 import os
 
 # The start-up hook must find its cache without importing this module, so the
-# state directories are worked out there (plausipy._bootstrap.state_dir); the
+# state directories are worked out there (_plausipy_hook.state_dir); the
 # files the exiting program writes to are named in the host module.
-from plausipy._bootstrap import cache_dir, index_cache_file
+from _plausipy_hook import cache_dir, index_cache_file
 from plausipy._host import config_dir, data_dir, policy_file, problems_file, sender_lock_file, spool_dir
 
 __all__ = [

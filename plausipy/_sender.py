@@ -26,7 +26,8 @@ import os
 import sys
 import time
 
-from plausipy import _bootstrap, _paths, _spool
+import _plausipy_hook as _bootstrap
+from plausipy import _paths, _spool
 from plausipy._host import release_lock, try_lock
 
 __all__ = ["DELIVERY_SECONDS", "LIFETIME_SECONDS", "main", "run_once"]

@@ -16,7 +16,7 @@ HEAVY_MODULES = {
 }  # fmt: skip
 
 #: The watcher is the start-up module itself, first on sys.meta_path.
-WATCHER = "plausipy._bootstrap"
+WATCHER = "_plausipy_hook"
 
 
 def _probe(venv, home, **env):
@@ -44,11 +44,11 @@ def test_startup_installs_one_watcher_and_imports_nothing_heavy(venv_factory, ho
     for state in (first, second):
         assert state["meta_path"][0] == WATCHER
         assert state["meta_path"].count(WATCHER) == 1
-        assert "plausipy._bootstrap" in state["modules"]
+        assert "_plausipy_hook" in state["modules"]
         assert not HEAVY_MODULES & set(state["modules"]), HEAVY_MODULES & set(state["modules"])
     # The index is read from the cache the second time: the builder is not imported.
-    assert "plausipy._bootstrap._index" in first["modules"]
-    assert "plausipy._bootstrap._index" not in second["modules"]
+    assert "_plausipy_hook._index" in first["modules"]
+    assert "_plausipy_hook._index" not in second["modules"]
 
 
 def test_the_programs_own_exit_hooks_run_first_with_a_module_of_its_own(venv, home):
@@ -57,7 +57,7 @@ def test_the_programs_own_exit_hooks_run_first_with_a_module_of_its_own(venv, ho
     # before plausipy's, which leaves sys.meta_path last of all.
     code = (
         "import atexit, sys\n"
-        "bootstrap = sys.modules['plausipy._bootstrap']\n"
+        "bootstrap = sys.modules['_plausipy_hook']\n"
         "atexit.register(lambda: print('mine', atexit.__spec__.name, bootstrap.watching, WATCHER in sys.meta_path))\n"
         "WATCHER = bootstrap\n"
     )
@@ -90,7 +90,7 @@ def test_watcher_removes_itself_once_everything_tracked_was_seen(venv, home):
 
 
 def test_index_finds_every_key_declaring_distribution(venv, home):
-    code = "import plausipy._bootstrap as b; print(sorted((k, v[0], v[2], v[3]) for k, v in b.index.items()))"
+    code = "import _plausipy_hook as b; print(sorted((k, v[0], v[2], v[3]) for k, v in b.index.items()))"
     result = venv.run(["-c", code], home)
     assert result.returncode == 0, result.stderr
     for name, key in KEYS.items():
@@ -99,7 +99,7 @@ def test_index_finds_every_key_declaring_distribution(venv, home):
 
 
 def test_index_cache_is_rebuilt_after_an_install_and_survives_corruption(venv, home, tmp_path):
-    code = "import plausipy._bootstrap as b; print(sorted(b.index))"
+    code = "import _plausipy_hook as b; print(sorted(b.index))"
     assert "acmelib" in venv.run(["-c", code], home).stdout
     cache_files = list((home / "state" / "cache").glob("index-*.marshal"))
     assert len(cache_files) == 1
@@ -111,7 +111,7 @@ def test_index_cache_is_rebuilt_after_an_install_and_survives_corruption(venv, h
 
 def test_pth_runs_twice_but_hook_is_idempotent(venv, home):
     code = (
-        "import plausipy._bootstrap as b, sys\n"
+        "import _plausipy_hook as b, sys\n"
         "b.start(); b.start()\n"
         "print(sum(f is b for f in sys.meta_path))\n"
     )
@@ -121,7 +121,7 @@ def test_pth_runs_twice_but_hook_is_idempotent(venv, home):
 
 def test_hook_files_are_installed_at_site_packages_root(venv):
     assert (venv.site_packages / "plausipy.pth").is_file()
-    assert (venv.site_packages / "plausipy.start").read_text().strip().endswith("plausipy._bootstrap:start")
+    assert (venv.site_packages / "plausipy.start").read_text().strip().endswith("_plausipy_hook:start")
     record = next(venv.site_packages.glob("plausipy-*.dist-info")) / "RECORD"
     lines = record.read_text().splitlines()
     assert any(line.startswith("plausipy.pth,") for line in lines)
@@ -158,6 +158,6 @@ def test_uninstall_removes_the_hook(tmp_path, wheel, fake_wheels, home):
 def test_import_plausipy_is_free(venv, home):
     code = "import sys; before = set(sys.modules); import plausipy; print(sorted(set(sys.modules) - before))"
     result = venv.run(["-c", code], home, PLAUSIPY_DISABLE="1")
-    assert result.stdout.strip() == "[]"  # already imported by the hook? then nothing new either
+    assert result.stdout.strip() == "['plausipy']"  # the hook is a package of its own
     result = venv.run(["-S", "-c", "import sys; sys.path.append(%r); import plausipy; print(sorted(m for m in sys.modules if m.startswith(('click','requests','psutil','blessed','sqlite3','json'))))" % str(venv.site_packages)], home)
     assert result.stdout.strip() == "[]", result.stderr

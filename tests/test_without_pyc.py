@@ -1,5 +1,5 @@
 """The start-up hook where plausipy has no .pyc files: plausipy.pth execs
-plausipy/_bootstrap/_without_pyc.py, which runs the bootstrap from code cached in
+_plausipy_hook/_without_pyc.py, which runs the bootstrap from code cached in
 plausipy's cache dir, so that no process compiles anything (DESIGN.md §3)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ MARKER = "bootstrap code from the cache"
 
 PROBE = (
     "import sys, json\n"
-    "b = sys.modules.get('plausipy._bootstrap')\n"
+    "b = sys.modules.get('_plausipy_hook')\n"
     "print(json.dumps({'watcher': getattr(sys.meta_path[0], '__name__', None),\n"
     "                  'file': getattr(b, '__file__', None), 'path': getattr(b, '__path__', None),\n"
     "                  'index': sorted(getattr(b, 'index', ())), 'package_imported': 'plausipy' in sys.modules}))\n"
@@ -41,8 +41,9 @@ def no_pyc_venv_factory(session_dir: Path, venv_factory):
             copy = Venv(root)
             shutil.rmtree(copy.site_packages)
             shutil.copytree(source.site_packages, copy.site_packages, symlinks=True)
-            for cache in (copy.site_packages / "plausipy").rglob("__pycache__"):
-                shutil.rmtree(cache)
+            for package in ("plausipy", "_plausipy_hook"):
+                for cache in (copy.site_packages / package).rglob("__pycache__"):
+                    shutil.rmtree(cache)
             made[python] = copy
         return made[python]
 
@@ -78,19 +79,19 @@ open(cache, "wb").write(marshal.dumps((stage_one, (stamp, marked))))
 
 def mark_cached_code(venv: Venv, cache: Path) -> None:
     # Swap the cached bootstrap for one that also writes MARKER to stderr, keeping the stamp.
-    source = venv.site_packages / "plausipy" / "_bootstrap" / "__init__.py"
+    source = venv.site_packages / "_plausipy_hook" / "__init__.py"
     subprocess.run([venv.python, "-S", "-c", MARK, str(cache), str(source), MARKER], check=True)
 
 
 @pytest.mark.parametrize("python", INTERPRETERS, ids=interpreter_id)
 def test_the_hook_runs_from_cached_code_and_notices_when_it_is_stale(no_pyc_venv_factory, home, python):
     venv = no_pyc_venv_factory(python)
-    bootstrap = venv.site_packages / "plausipy" / "_bootstrap"
+    bootstrap = venv.site_packages / "_plausipy_hook"
     first = json.loads(run(venv, home).stdout)
-    assert first["watcher"] == "plausipy._bootstrap"
+    assert first["watcher"] == "_plausipy_hook"
     assert first["file"] == str(bootstrap / "__init__.py") and first["path"] == [str(bootstrap)]
     assert "acmelib" in first["index"]
-    assert not first["package_imported"]  # the bootstrap came without the import system
+    assert not first["package_imported"]  # the hook never needs plausipy itself
     assert not (bootstrap / "__pycache__").exists()
     [cache] = start_cache(home)
 
@@ -108,8 +109,8 @@ def test_the_hook_runs_from_cached_code_and_notices_when_it_is_stale(no_pyc_venv
     assert cached_stamp(venv, cache) != stamp
     fourth = run(venv, home)
     assert fourth.stderr == "" and json.loads(fourth.stdout) == first
-    # The package, imported later, still names the module the hook loaded.
-    same = "import sys; loaded = sys.modules['plausipy._bootstrap']; import plausipy; print(plausipy._bootstrap is loaded)"
+    # An import, later, finds the module the hook loaded.
+    same = "import sys; loaded = sys.modules['_plausipy_hook']; import _plausipy_hook; print(_plausipy_hook is loaded)"
     assert run(venv, home, same).stdout == "True\n"
 
 
@@ -123,12 +124,12 @@ def test_a_cache_file_of_another_user_or_corrupt_is_not_run(no_pyc_venv_factory,
     if os.getuid() == 0:
         os.chown(cache, 65534, 65534)
         result = run(venv, home)
-        assert result.stderr == "" and json.loads(result.stdout)["watcher"] == "plausipy._bootstrap"
+        assert result.stderr == "" and json.loads(result.stdout)["watcher"] == "_plausipy_hook"
         assert cache.stat().st_uid == 0  # replaced by this user's own
     for garbage in (b"", b"\x00not marshal", marshal.dumps(("not", "code"))):
         cache.write_bytes(garbage)
         result = run(venv, home)
-        assert result.stderr == "" and json.loads(result.stdout)["watcher"] == "plausipy._bootstrap"
+        assert result.stderr == "" and json.loads(result.stdout)["watcher"] == "_plausipy_hook"
         assert cached_stamp(venv, cache) == stamp
 
 
@@ -137,7 +138,7 @@ def test_a_kill_switch_writes_no_file(no_pyc_venv_factory, home):
     for switch in ("DO_NOT_TRACK", "PLAUSIPY_DISABLE"):
         result = run(venv, home, "import sys; print(sys.meta_path[0].__name__ if hasattr(sys.meta_path[0], '__name__') else '')",
                      **{switch: "1"})
-        assert result.stdout.strip() != "plausipy._bootstrap"
+        assert result.stdout.strip() != "_plausipy_hook"
     assert not (home / "state").exists()
 
 
@@ -149,7 +150,7 @@ def test_a_kill_switch_writes_no_file(no_pyc_venv_factory, home):
 def test_the_code_cache_sits_beside_the_key_index(no_pyc_venv_factory, home, variables, expected):
     venv = no_pyc_venv_factory()
     env = {name: value.format(home=home) for name, value in variables.items()}
-    code = "import plausipy._bootstrap as b; print(b.cache_dir())"
+    code = "import _plausipy_hook as b; print(b.cache_dir())"
     cache_dir = Path(run(venv, home, code, **env).stdout.strip())
     assert cache_dir == home / expected
     assert [path.name.split("-")[0] for path in sorted(cache_dir.iterdir())] == ["index", "start"]
@@ -183,7 +184,7 @@ def test_the_hook_runs_where_plausipy_is_not_beside_the_pth(tmp_path, venv, home
         result = subprocess.run(
             [str(other / "bin" / "python"), "-c", "import sys; print(sys.meta_path[0].__name__)"],
             env=venv.env(home, **extra), capture_output=True, text=True)
-        assert (result.stdout, result.stderr) == ("plausipy._bootstrap\n", "")
+        assert (result.stdout, result.stderr) == ("_plausipy_hook\n", "")
 
 
 def test_the_pth_line_is_the_one_hooks_make_pth_writes():

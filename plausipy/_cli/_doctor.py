@@ -87,7 +87,7 @@ def check_hook() -> Check:
     hidden = [path for path in pth_files if is_hidden(path)]
     if hidden:
         return Check("hook", "broken", f"{hidden[0]} is a hidden file, which Python skips", details)
-    bootstrap = sys.modules.get("plausipy._bootstrap")
+    bootstrap = sys.modules.get("_plausipy_hook")
     if bootstrap is None or not getattr(bootstrap, "_started", False):
         return Check("hook", "broken", "plausipy.pth is present but its line did not run (see python -X importtime)",
                      details)  # fmt: skip
@@ -104,7 +104,7 @@ def start_up_code(bootstrap: object) -> str:
     here = os.path.dirname(getattr(bootstrap, "__file__", None) or "")
     if os.path.isdir(os.path.join(here, "__pycache__")):
         return "start-up code from .pyc files"
-    # The start cache is named like the key index (plausipy/_bootstrap/_without_pyc.py).
+    # The start cache is named like the key index (_plausipy_hook/_without_pyc.py).
     index = bootstrap.index_cache_file()  # type: ignore[attr-defined]
     cached = os.path.join(os.path.dirname(index), "start-" + os.path.basename(index)[len("index-"):])
     if os.path.exists(cached):
@@ -123,7 +123,7 @@ def kill_switch_reason(bootstrap: object) -> str | None:
 
 def check_index() -> Check:
     """Which installed distributions declare a key, and where their records go."""
-    from plausipy._bootstrap import _index
+    from _plausipy_hook import _index
     from plausipy._record import DEFAULT_ENDPOINT
 
     override = os.environ.get("PLAUSIPY_ENDPOINT")

@@ -15,7 +15,7 @@ __all__ = ["collect_status", "status"]
 
 
 def _hook_state() -> dict[str, object]:
-    bootstrap = sys.modules.get("plausipy._bootstrap")
+    bootstrap = sys.modules.get("_plausipy_hook")
     if bootstrap is None:
         if sys.flags.no_site:
             return {"active": False, "reason": "python runs with -S: site-packages hooks do not run"}
@@ -71,7 +71,7 @@ def _queue() -> dict[str, object]:
 
 def collect_status() -> dict[str, object]:
     """Everything ``plausipy status`` shows, as a dict."""
-    from plausipy._bootstrap import index as hook_index
+    from _plausipy_hook import index as hook_index
     from plausipy._policy import load_policy
 
     policy = load_policy()

@@ -1,4 +1,4 @@
-# Run by plausipy.pth (exec'd, not imported) where plausipy/_bootstrap has no
+# Run by plausipy.pth (exec'd, not imported) where _plausipy_hook has no
 # __pycache__: pip --no-compile, images stripped of .pyc files,
 # PYTHONDONTWRITEBYTECODE with a read-only site-packages.
 #
@@ -6,7 +6,7 @@
 # compile() of a process builds the ast module's ~120 classes (3 ms on 3.12)
 # before compiling the bootstrap (2.5 ms). exec() of this file's bytes builds
 # none, and it compiles in a fraction of that: it reads the bootstrap's code
-# from plausipy's cache dir (plausipy._bootstrap.cache_dir(), held together
+# from plausipy's cache dir (_plausipy_hook.cache_dir(), held together
 # by a test) and execs it, if this user wrote the file. Otherwise
 # _cache_start.py compiles, starts and caches it. It runs at every such
 # start, so it stays small (comments cost nothing). ``sitedir`` is given.
@@ -30,6 +30,6 @@ try:
     exec(c[0], {"sitedir": sitedir, "cached": c[1]})  # noqa: F821
 except Exception:
     exec("""
-with open(sitedir + "/plausipy/_bootstrap/_cache_start.py", "rb") as f:
+with open(sitedir + "/_plausipy_hook/_cache_start.py", "rb") as f:
     exec(f.read(), {"__name__": "plausipy.pth", "sitedir": sitedir, "path": p})
 """)

@@ -159,7 +159,7 @@ def rebuild_index(path: str, fingerprint: tuple) -> dict[str, Entry]:
     """
     import sys
 
-    from plausipy._bootstrap import INDEX_FORMAT
+    from _plausipy_hook import INDEX_FORMAT
 
     built = build_index(sys.path)
     write_index(path, (INDEX_FORMAT, fingerprint, built))

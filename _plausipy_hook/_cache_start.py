@@ -1,4 +1,4 @@
-# The first start where plausipy/_bootstrap has no __pycache__ (and every
+# The first start where _plausipy_hook has no __pycache__ (and every
 # start after the cache went stale): run by _without_pyc.py, which has just
 # failed to load the cached code. Compiles the bootstrap and STAGE_ONE, starts
 # through STAGE_ONE, and caches both for the next start.
@@ -14,13 +14,13 @@ import marshal
 import os
 import sys
 
-NAME = "plausipy._bootstrap"
+NAME = "_plausipy_hook"
 
 # Module-level code, run with ``sitedir`` and ``cached`` in its globals; it
 # leaves the stamp it found in ``stamp`` (a first start has none to check).
 STAGE_ONE = """
 import os, sys
-here = os.path.join(sitedir, "plausipy", "_bootstrap")
+here = os.path.join(sitedir, "_plausipy_hook")
 external = sys.modules["_frozen_importlib_external"]
 stamp = [external.MAGIC_NUMBER, sys.flags.optimize, here]
 for name in ("__init__.py", "_cache_start.py"):
@@ -29,13 +29,13 @@ for name in ("__init__.py", "_cache_start.py"):
 if cached[0] is not None and cached[0] != stamp:
     raise ImportError("the cached start-up code is stale")
 spec = external.spec_from_file_location(
-    "plausipy._bootstrap", os.path.join(here, "__init__.py"), submodule_search_locations=[here])
+    "_plausipy_hook", os.path.join(here, "__init__.py"), submodule_search_locations=[here])
 module = sys.modules["_frozen_importlib"].module_from_spec(spec)
-sys.modules["plausipy._bootstrap"] = module
+sys.modules["_plausipy_hook"] = module
 try:
     exec(cached[1], module.__dict__)
 except BaseException:
-    del sys.modules["plausipy._bootstrap"]
+    del sys.modules["_plausipy_hook"]
     raise
 module.start()
 """
@@ -46,7 +46,7 @@ def start(sitedir: str, path: "str | None") -> None:
     # both at ``path``, unless a kill switch is on: then no file of ours appears.
     if NAME in sys.modules:
         return
-    here = os.path.join(sitedir, "plausipy", "_bootstrap")
+    here = os.path.join(sitedir, "_plausipy_hook")
     source = os.path.join(here, "__init__.py")
     with open(source, "rb") as handle:
         code = compile(handle.read(), source, "exec", dont_inherit=True)
@@ -54,7 +54,7 @@ def start(sitedir: str, path: "str | None") -> None:
     scope = {"sitedir": sitedir, "cached": (None, code)}  # None: no stamp to check
     exec(stage_one, scope)
     if path and os.path.isabs(path) and sys.modules[NAME].disabled_reason is None:
-        from plausipy._bootstrap._index import write_cache_file
+        from _plausipy_hook._index import write_cache_file
 
         write_cache_file(path, marshal.dumps((stage_one, (scope["stamp"], code))))
 
@@ -65,4 +65,4 @@ if __name__ == "plausipy.pth":
     except Exception:
         pass
     if NAME not in sys.modules:  # the last resort: the plain import
-        __import__(NAME)._bootstrap.start()
+        __import__(NAME).start()

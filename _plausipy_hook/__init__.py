@@ -107,7 +107,7 @@ def start() -> None:
         except Exception:
             found = None  # missing or corrupt
         if found is None:
-            from plausipy._bootstrap._index import rebuild_index
+            from _plausipy_hook._index import rebuild_index
 
             found = rebuild_index(path, fingerprint)
         index.update(found)
