@@ -128,6 +128,30 @@ def test_hook_files_are_installed_at_site_packages_root(venv):
     assert any(line.startswith("plausipy.start,") for line in lines)
 
 
+def test_a_wheel_built_from_the_sdist_has_the_hook(tmp_path):
+    # Both packages and both hook files survive the trip through the sdist.
+    import sys
+    import tarfile
+    import zipfile
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    build = "import sys; from hatchling.build import build_sdist; print(build_sdist(sys.argv[1]))"
+    name = subprocess.run([sys.executable, "-c", build, str(tmp_path)], cwd=repo, capture_output=True, text=True,
+                          check=True).stdout.strip().splitlines()[-1]
+    with tarfile.open(tmp_path / name) as sdist:
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        sdist.extractall(tmp_path / "unpacked", **safe)
+    (source,) = (tmp_path / "unpacked").iterdir()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+                    str(source)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("plausipy-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for wanted in ("plausipy.pth", "plausipy.start", "plausipy/__init__.py", "_plausipy_hook/__init__.py",
+                   "_plausipy_hook/_without_pyc.py", "_plausipy_hook/_cache_start.py", "_plausipy_hook/_index.py"):
+        assert wanted in names, wanted
+
+
 def test_leftover_pth_without_the_package_prints_nothing(tmp_path, venv, home):
     # A broken uninstall: the .pth stays, the package is gone.
     import shutil
