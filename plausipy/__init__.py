@@ -18,14 +18,7 @@ __all__ = ["__version__", "app", "consent", "disable", "lib", "track"]
 
 def __getattr__(name: str) -> object:
     if name not in __all__:
-        # plausipy._bootstrap may have been loaded without this package
-        # (plausipy/_bootstrap/_without_pyc.py): still plausipy._bootstrap.
-        import sys
-
-        module = sys.modules.get(f"plausipy.{name}")
-        if module is None:
-            raise AttributeError(f"module 'plausipy' has no attribute {name!r}")
-        return module
+        raise AttributeError(f"module 'plausipy' has no attribute {name!r}")
     from plausipy import _api
 
     value = getattr(_api, name)
