@@ -385,7 +385,7 @@ _INSERT_ONE_RECORD = (
 
 
 def batch_insert(
-    package_id: int, records: list[WireRecord], dialect: str = "sqlite"
+    package_id: int, records: list[WireRecord], dialect: str
 ) -> tuple[Callable[[Transaction], tuple[int, int]], bool]:
     """The work that stores a validated batch, for :meth:`Storage.submit`: ``work(tx) -> (accepted, duplicates)``.
 
