@@ -133,6 +133,17 @@ def test_a_cache_file_of_another_user_or_corrupt_is_not_run(no_pyc_venv_factory,
         assert cached_stamp(venv, cache) == stamp
 
 
+def test_an_unwritable_cache_dir_costs_a_compile_and_nothing_else(no_pyc_venv_factory, home):
+    venv = no_pyc_venv_factory()
+    (home / "state").mkdir()
+    (home / "state" / "cache").write_text("a file where the cache dir should be")
+    for _ in range(2):
+        result = run(venv, home)
+        assert result.stderr == ""
+        assert json.loads(result.stdout)["watcher"] == "_plausipy_hook"
+    assert (home / "state" / "cache").read_text() == "a file where the cache dir should be"
+
+
 def test_a_kill_switch_writes_no_file(no_pyc_venv_factory, home):
     venv = no_pyc_venv_factory()
     for switch in ("DO_NOT_TRACK", "PLAUSIPY_DISABLE"):
