@@ -1,16 +1,23 @@
 """Write hooks/plausipy.pth, the line ``site`` runs in every process (DESIGN.md §3).
 
-A .pth line must be one statement starting with ``import``, so the readable
-code below goes into it as a string for ``exec``. ``site`` compiles the whole
-line at every start, so it holds only the path taken where plausipy's .pyc
-files exist (pip compiles them at install): import the bootstrap, inside a
-guard that keeps a broken install from printing "Error processing line" at
-every start. ``sitedir`` is the directory site.addpackage() is reading.
+A .pth line must be one statement starting with ``import``. ``site``
+compiles it at every start (twice in a venv, where lib64 is a link to lib),
+and compiling costs thousands of instructions a token, so the line holds
+only the path taken where plausipy's .pyc files exist (pip compiles them at
+install): a test for _plausipy_hook/__pycache__, then the import. That path
+cannot raise short of a corrupt install (the bootstrap's module code only
+binds names, and start() catches everything), so it needs no ``try``,
+which would cost a second compile. ``sitedir`` is the directory
+site.addpackage() is reading.
 
-Where _plausipy_hook has no __pycache__, the line execs
-_plausipy_hook/_without_pyc.py instead (the nested string is compiled
-only then); that file explains why. Where plausipy is not in ``sitedir`` at
-all (an editable install puts a path there instead), the plain import.
+Everything else is in a string, compiled only when it runs, and only once
+(the sys.modules test stops the second pass): where _plausipy_hook has no
+__pycache__, it execs _plausipy_hook/_without_pyc.py (that file explains
+why); where plausipy is not in ``sitedir`` at all (an editable install puts
+a path there instead, or an uninstall left the .pth behind), the plain
+import, inside a guard that keeps "Error processing line" off the program's
+stderr. Against the line it replaces (a ``try`` in a string, compiled at
+every start), callgrind counts 0.07 M instructions fewer on 3.12 either way.
 
     python hooks/make_pth.py          # rewrite hooks/plausipy.pth
     python hooks/make_pth.py --check  # exit 1 if it is out of date
@@ -31,16 +38,12 @@ except Exception:
  except Exception:
   pass"""
 
-BODY = f"""\
-try:
- os.stat(sitedir + '/_plausipy_hook/__pycache__')
- __import__('_plausipy_hook').start()
-except Exception:
- exec({WITHOUT_PYC!r})"""
-
 
 def line() -> str:
-    return f"import sys, os; '_plausipy_hook' in sys.modules or exec({BODY!r})\n"
+    # start() returns None: ``not`` keeps the ``or`` branches for a missing __pycache__.
+    return ("import os, sys; os.path.isdir(sitedir + '/_plausipy_hook/__pycache__')"
+            " and not __import__('_plausipy_hook').start()"
+            f" or '_plausipy_hook' in sys.modules or exec({WITHOUT_PYC!r})\n")
 
 
 def main(argv: list[str]) -> int:
