@@ -49,12 +49,15 @@ __all__ = [
     "Workspace",
     "bench_parser",
     "child_cpu_ms",
+    "child_instructions",
     "child_wall_and_cpu_ms",
     "child_wall_ms",
     "compile_plausipy",
     "find_interpreters",
     "kill_senders",
     "median",
+    "paired_median_difference",
+    "paired_median_ratio",
     "print_report",
     "print_table",
     "remove_plausipy_pyc",
@@ -307,6 +310,20 @@ def child_cpu_ms(argv: list[str], env: dict[str, str], cwd: Path | None = None) 
     return (usage.ru_utime + usage.ru_stime) * 1000.0  # type: ignore[attr-defined]
 
 
+def child_instructions(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> int:
+    """Instructions the child executed, counted by callgrind (``shutil.which("valgrind")`` first).
+
+    Unlike CPU time on a shared machine, the count repeats run after run
+    (give the child ``PYTHONHASHSEED=0``: seeded hashing).
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "callgrind.out"
+        result = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
+                                env=env, cwd=cwd, capture_output=True, text=True, check=True)
+    collected = [line for line in result.stderr.splitlines() if "Collected :" in line]
+    return int(collected[-1].split(":")[-1].strip())
+
+
 def child_wall_ms(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> float:
     """Wall time (ms) from spawning the child to reaping it."""
     started = time.perf_counter()
@@ -372,6 +389,11 @@ def median(values: list[float]) -> float:
 def paired_median_difference(first: list[float], second: list[float]) -> float:
     """Median of per-round differences (first - second): steadier than a difference of medians."""
     return statistics.median(a - b for a, b in zip(first, second))
+
+
+def paired_median_ratio(first: list[float], second: list[float]) -> float:
+    """Median of per-round ratios (first / second): one slow round moves both of its runs."""
+    return statistics.median(a / b for a, b in zip(first, second))
 
 
 def verdict(value: float, target: float, unit: str) -> str:

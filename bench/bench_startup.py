@@ -113,7 +113,6 @@ def instructions(workspace: harness.Workspace, pythons: dict[str, str]) -> None:
     one layout still wander by about ±0.05 M from run to run.
     """
     import shutil
-    import tempfile
 
     if shutil.which("valgrind") is None:
         print("\n(valgrind not installed: no instruction counts)")
@@ -131,14 +130,7 @@ def instructions(workspace: harness.Workspace, pythons: dict[str, str]) -> None:
             counts = {}
             for name, venv in layouts.all().items():
                 subprocess.run([venv.python, "-c", "pass"], env=env, cwd=workspace.cwd, check=True)  # warm the index cache
-                with tempfile.TemporaryDirectory() as scratch:
-                    out = Path(scratch) / "callgrind.out"
-                    result = subprocess.run(
-                        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", venv.python, "-c", "pass"],
-                        env=env, cwd=workspace.cwd, capture_output=True, text=True, check=True,
-                    )
-                collected = [line for line in result.stderr.splitlines() if "Collected :" in line]
-                counts[name] = int(collected[-1].split(":")[-1].strip())
+                counts[name] = harness.child_instructions([venv.python, "-c", "pass"], env, workspace.cwd)
             bare, empty, installed = counts["bare"], counts["empty"], counts["installed"]
             rows.append([minor, "with" if with_pyc else "without", f"{bare / 1e6:.2f}", f"{empty / 1e6:.2f}",
                          f"{installed / 1e6:.2f}", f"{(installed - empty) / 1e6:+.3f}", f"{(installed - bare) / 1e6:+.3f}",

@@ -1,7 +1,8 @@
 """Run every client benchmark in one workspace and print their verdicts together.
 
 Default (about 10 minutes on 2 busy cores): start-up on 3.10, 3.12 and 3.13;
-imports, exit and memory on 3.12; exceptions on 3.12 and 3.10. ``--quick``
+imports, exit and memory on 3.12; exceptions (CPU time, then instructions
+under callgrind) on 3.12, 3.13 and 3.10. ``--quick``
 divides the rounds by four; ``--python`` narrows the interpreters.
 
     .venv/bin/python bench/run_all.py
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     startup_pythons = harness.find_interpreters(options.python or harness.DEFAULT_MINORS)
     main_python = harness.find_interpreters(options.python or ["3.12"])
     main_python = dict(list(main_python.items())[:1])
-    exception_pythons = harness.find_interpreters(options.python or ["3.12", "3.10"])
+    exception_pythons = harness.find_interpreters(options.python or ["3.12", "3.13", "3.10"])
     print(f"plausipy client benchmarks, {datetime.date.today()}, {platform.machine()}, "
           f"{platform.processor() or 'cpu ?'}, interpreters {', '.join(startup_pythons)}")
     began = time.monotonic()
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         summary += bench_startup.run(workspace, startup_pythons, rounds(150))
         summary += bench_imports.run(workspace, main_python, rounds(16))
         summary += bench_exit.run(workspace, main_python, rounds(30))
-        summary += bench_exceptions.run(workspace, exception_pythons, rounds(5))
+        summary += bench_exceptions.run(workspace, exception_pythons, rounds(11))
+        summary += bench_exceptions.instructions(workspace, exception_pythons)
         summary += bench_memory.run(workspace, main_python, rounds(8))
     print(f"\nall verdicts ({time.monotonic() - began:.0f} s):")
     for line in summary:
