@@ -12,7 +12,9 @@ Everything is built in a temporary directory, never inside the repository:
                                     empty      hook files in place, but plausipy/__init__.py is
                                                empty, _plausipy_hook/__init__.py has ``def start(): pass``
                                                and its _without_pyc.py is empty
+    workspace.allowing(python, n) the installed layout compiled, and a home whose policy allows
     child_cpu_ms(argv, env)       CPU time (user + system) of one child, from ``os.wait4``
+    child_instructions(argv, env) instructions the child executed, counted by callgrind
     rotated_runs(cases, rounds)   every case once per round, the order rotated each round,
                                   so drift of the machine spreads evenly over the cases
     bench_parser(doc, rounds)     the ``--rounds`` and ``--python`` options every benchmark takes
@@ -207,6 +209,14 @@ class Workspace:
             check=True,
         )
         return Venv(root)
+
+    def allowing(self, python: str, name: str) -> tuple[Venv, Path]:
+        """The installed layout of ``python`` with its .pyc files, and a home named ``name`` whose policy allows."""
+        venv = self.layouts(python).installed
+        compile_plausipy(venv)
+        home = self.home(name)
+        self.allow_policy(home)
+        return venv, home
 
     def allow_policy(self, home: Path) -> None:
         """``python -m plausipy policy allow`` with state under ``home``."""

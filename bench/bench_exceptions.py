@@ -61,10 +61,7 @@ def run(workspace: harness.Workspace, pythons: dict[str, str], rounds: int, coun
     """Measure each interpreter; print the table; return the summary lines."""
     rows, summary = [], []
     for minor, python in pythons.items():
-        venv = workspace.layouts(python).installed
-        harness.compile_plausipy(venv)
-        home = workspace.home(f"exceptions-{minor}")
-        workspace.allow_policy(home)
+        venv, home = workspace.allowing(python, f"exceptions-{minor}")
         program = workspace.cwd / f"exceptions_{minor}.py"
         program.write_text(LOOP.format(count=count))
         allowed, disabled = workspace.env(home), workspace.env(home, PLAUSIPY_DISABLE="1")
@@ -111,10 +108,7 @@ def instructions(workspace: harness.Workspace, pythons: dict[str, str], low: int
         return []
     rows, summary = [], []
     for minor, python in pythons.items():
-        venv = workspace.layouts(python).installed
-        harness.compile_plausipy(venv)
-        home = workspace.home(f"exceptions-instructions-{minor}")
-        workspace.allow_policy(home)
+        venv, home = workspace.allowing(python, f"exceptions-instructions-{minor}")
         envs = {"allow": workspace.env(home, PYTHONHASHSEED="0"),
                 "disabled": workspace.env(home, PLAUSIPY_DISABLE="1", PYTHONHASHSEED="0")}
         per_exception = {}

@@ -30,10 +30,7 @@ def run(workspace: harness.Workspace, pythons: dict[str, str], rounds: int) -> l
     """Measure each interpreter; print the table; return the summary lines."""
     rows, summary = [], []
     for minor, python in pythons.items():
-        venv = workspace.layouts(python).installed
-        harness.compile_plausipy(venv)
-        home = workspace.home(f"exit-{minor}")
-        workspace.allow_policy(home)
+        venv, home = workspace.allowing(python, f"exit-{minor}")
         program = workspace.cwd / "exit_app.py"
         program.write_text(APP)
         argv = [venv.python, str(program)]
