@@ -1,7 +1,7 @@
 """Ingest throughput: records/s with batches of 1 and 100, on SQLite and PostgreSQL,
 each beside the same server stack answering an empty handler.
 
-    python bench/bench_ingest.py [--seconds 6] [--workers 2] [--clients 6]
+    python bench/bench_ingest.py [--seconds 6] [--workers 2] [--clients 3] [--rounds 5]
 
 Every server runs as it does in production (uvicorn, ``--workers``, no
 access log) in its own process on 127.0.0.1; load comes from client
@@ -10,8 +10,11 @@ run_ids so nothing is a duplicate. The empty handler is a one-route app
 that reads the body and answers the same 202: the ratio says what
 validation, hashing and the database cost on top of HTTP, and the servers'
 CPU milliseconds per request say it again without the load generator, which
-shares the machine. PostgreSQL is started from its binaries in a temp dir
-(skipped when they are missing).
+shares the machine. Each collector row is measured right after an
+empty-handler row; with ``--rounds N`` each row is N such pairs, and the
+table shows the pair with the median ratio and the range of all N (the
+machine's speed drifts by tens of percent over minutes). PostgreSQL is
+started from its binaries in a temp dir (skipped when they are missing).
 Not a test: it prints a table and asserts nothing.
 """
 
@@ -281,13 +284,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="load time per row and server")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=3, help="client processes (2 connections each)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="empty/collector pairs per row; the table shows the pair with the median ratio, "
+                             "and the range of the ratios (default 1)")
     options = parser.parse_args()
 
     sys.path.insert(0, str(HERE))
     # The empty server runs throughout and each collector row is measured
     # right after an empty-handler row of the same batch size: on a shared
     # machine the load drifts, and a ratio of two moments would measure that.
-    rows: list[tuple[str, int, tuple[float, int, float, float], tuple[float, int, float, float]]] = []
+    Sample = tuple[float, int, float, float]  # rec/s, non-202 answers, server CPU ms/request, database CPU ms/request
+    rows: list[tuple[str, int, list[tuple[Sample, Sample]]]] = []
     empty_process, empty_port = start_empty_server(options.workers)
     try:
         backends = ["sqlite"] + (["postgresql"] if (PG_BIN / "initdb").exists() else [])
@@ -300,10 +307,14 @@ def main() -> None:
                 try:
                     package = _package_of(database_url, key)
                     for batch in (1, 100):
-                        empty = measure_with_cpu(empty_process, empty_port, "x" * 32, "acme", batch, options.seconds, options.clients)
-                        collector = measure_with_cpu(process, port, key, package, batch, options.seconds, options.clients,
-                                                     postgres.process if postgres else None)
-                        rows.append((backend, batch, empty, collector))
+                        pairs = []
+                        for _ in range(max(1, options.rounds)):
+                            empty = measure_with_cpu(empty_process, empty_port, "x" * 32, "acme", batch, options.seconds,
+                                                     options.clients)
+                            collector = measure_with_cpu(process, port, key, package, batch, options.seconds,
+                                                         options.clients, postgres.process if postgres else None)
+                            pairs.append((empty, collector))
+                        rows.append((backend, batch, pairs))
                 finally:
                     stop(process)
             finally:
@@ -313,14 +324,21 @@ def main() -> None:
     finally:
         stop(empty_process)
 
-    print(f"\ningest, {options.workers} workers, {options.clients * 2} keep-alive connections, {options.seconds:g} s per row, {os.cpu_count()} cores")
-    print(f"{'backend':<11} {'batch':>5} {'empty rec/s':>12} {'collector rec/s':>16} {'ratio':>6} "
+    print(f"\ningest, {options.workers} workers, {options.clients * 2} keep-alive connections, {options.seconds:g} s per row, "
+          f"{os.cpu_count()} cores" + (f", median of {options.rounds} pairs per row" if options.rounds > 1 else ""))
+    print(f"{'backend':<11} {'batch':>5} {'empty rec/s':>12} {'collector rec/s':>16} {'ratio':>6} {'ratios':>11} "
           f"{'server CPU ms/request (empty / collector)':>42} {'PostgreSQL CPU ms/request':>26} {'non-202':>8}")
-    for backend, batch, (empty, _, empty_cpu, _), (rate, errors, cpu, database_cpu) in rows:
-        ratio = rate / empty if empty else float("nan")
+    for backend, batch, pairs in rows:
+        ratios = sorted((collector[0] / empty[0] if empty[0] else float("nan"), index)
+                        for index, (empty, collector) in enumerate(pairs))
+        ratio, middle = ratios[(len(ratios) - 1) // 2]
+        (empty_rate, _, empty_cpu, _), (rate, _, cpu, database_cpu) = pairs[middle]
+        errors = sum(collector[1] for _, collector in pairs)
+        spread = f"{ratios[0][0]:.2f}–{ratios[-1][0]:.2f}" if len(ratios) > 1 else ""
         cpu_text = f"{empty_cpu:.2f} / {cpu:.2f}"
         database_text = "—" if database_cpu != database_cpu else f"{database_cpu:.2f}"  # NaN: SQLite, in the server
-        print(f"{backend:<11} {batch:>5} {empty:>12,.0f} {rate:>16,.0f} {ratio:>6.2f} {cpu_text:>42} {database_text:>26} {errors:>8}")
+        print(f"{backend:<11} {batch:>5} {empty_rate:>12,.0f} {rate:>16,.0f} {ratio:>6.2f} {spread:>11} {cpu_text:>42} "
+              f"{database_text:>26} {errors:>8}")
 
 
 if __name__ == "__main__":
