@@ -165,6 +165,24 @@ def test_leftover_pth_without_the_package_prints_nothing(tmp_path, venv, home):
     assert result.stderr == ""
 
 
+def test_a_corrupt_pyc_of_the_hook_prints_nothing(tmp_path, venv, home):
+    # A .pyc whose header is right and whose code is not: importlib raises
+    # ValueError from marshal, inside the .pth line's guard.
+    import shutil
+
+    broken = tmp_path / "corrupt-venv"
+    subprocess.run([venv.python, "-m", "venv", "--without-pip", str(broken)], check=True)
+    site = next((broken / "lib").glob("python3.*/site-packages"))
+    shutil.copy(venv.site_packages / "plausipy.pth", site / "plausipy.pth")
+    shutil.copytree(venv.site_packages / "_plausipy_hook", site / "_plausipy_hook")
+    [compiled] = (site / "_plausipy_hook" / "__pycache__").glob("__init__.*.pyc")
+    data = compiled.read_bytes()
+    compiled.write_bytes(data[:16] + b"\xff" * (len(data) - 16))
+    result = subprocess.run([str(broken / "bin" / "python"), "-c", "print('ok')"],
+                            env=venv.env(home), capture_output=True, text=True)
+    assert (result.stdout, result.stderr) == ("ok\n", "")
+
+
 def test_uninstall_removes_the_hook(tmp_path, wheel, fake_wheels, home):
     from support import make_venv
 
