@@ -8,6 +8,7 @@ A module of its own, not conftest.py: tests/server has a conftest.py too, and
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -126,6 +127,14 @@ def make_venv(root: Path, python: str, wheel: Path, fake_wheels: list[Path]) -> 
     pip = [str(root / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     subprocess.run([*pip, str(wheel), *map(str, fake_wheels)], check=True)
     return Venv(root)
+
+
+def pth_only_venv(source: Venv, root: Path) -> Venv:
+    """A bare venv of ``source``'s interpreter whose site-packages holds ``source``'s plausipy.pth and nothing else."""
+    subprocess.run([source.python, "-m", "venv", "--without-pip", str(root)], check=True)
+    bare = Venv(root)
+    shutil.copy(source.site_packages / "plausipy.pth", bare.site_packages / "plausipy.pth")
+    return bare
 
 
 def wait_for(predicate, timeout: float = 45.0, interval: float = 0.1):

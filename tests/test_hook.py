@@ -154,13 +154,10 @@ def test_a_wheel_built_from_the_sdist_has_the_hook(tmp_path):
 
 def test_leftover_pth_without_the_package_prints_nothing(tmp_path, venv, home):
     # A broken uninstall: the .pth stays, the package is gone.
-    import shutil
+    from support import pth_only_venv
 
-    broken = tmp_path / "broken-venv"
-    subprocess.run([venv.python, "-m", "venv", "--without-pip", str(broken)], check=True)
-    site = next((broken / "lib").glob("python3.*/site-packages"))
-    shutil.copy(venv.site_packages / "plausipy.pth", site / "plausipy.pth")
-    result = subprocess.run([str(broken / "bin" / "python"), "-c", "print('ok')"], capture_output=True, text=True)
+    broken = pth_only_venv(venv, tmp_path / "broken-venv")
+    result = subprocess.run([broken.python, "-c", "print('ok')"], capture_output=True, text=True)
     assert result.stdout == "ok\n"
     assert result.stderr == ""
 
@@ -170,15 +167,14 @@ def test_a_corrupt_pyc_of_the_hook_prints_nothing(tmp_path, venv, home):
     # ValueError from marshal, inside the .pth line's guard.
     import shutil
 
-    broken = tmp_path / "corrupt-venv"
-    subprocess.run([venv.python, "-m", "venv", "--without-pip", str(broken)], check=True)
-    site = next((broken / "lib").glob("python3.*/site-packages"))
-    shutil.copy(venv.site_packages / "plausipy.pth", site / "plausipy.pth")
-    shutil.copytree(venv.site_packages / "_plausipy_hook", site / "_plausipy_hook")
-    [compiled] = (site / "_plausipy_hook" / "__pycache__").glob("__init__.*.pyc")
+    from support import pth_only_venv
+
+    broken = pth_only_venv(venv, tmp_path / "corrupt-venv")
+    shutil.copytree(venv.site_packages / "_plausipy_hook", broken.site_packages / "_plausipy_hook")
+    [compiled] = (broken.site_packages / "_plausipy_hook" / "__pycache__").glob("__init__.*.pyc")
     data = compiled.read_bytes()
     compiled.write_bytes(data[:16] + b"\xff" * (len(data) - 16))
-    result = subprocess.run([str(broken / "bin" / "python"), "-c", "print('ok')"],
+    result = subprocess.run([broken.python, "-c", "print('ok')"],
                             env=venv.env(home), capture_output=True, text=True)
     assert (result.stdout, result.stderr) == ("ok\n", "")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from support import INTERPRETERS, Venv, interpreter_id, wait_for, write_program
+from support import INTERPRETERS, Venv, interpreter_id, pth_only_venv, wait_for, write_program
 
 REPO = Path(__file__).resolve().parent.parent
 MARKER = "bootstrap code from the cache"
@@ -186,14 +186,11 @@ def test_a_record_is_delivered_from_a_process_without_pyc(no_pyc_venv_factory, h
 
 def test_the_hook_runs_where_plausipy_is_not_beside_the_pth(tmp_path, venv, home):
     # An editable install: plausipy.pth in site-packages, the package on a path entry.
-    other = tmp_path / "other-venv"
-    subprocess.run([venv.python, "-m", "venv", "--without-pip", str(other)], check=True)
-    site = next((other / "lib").glob("python3.*/site-packages"))
-    shutil.copy(venv.site_packages / "plausipy.pth", site / "plausipy.pth")
-    (site / "_elsewhere.pth").write_text(f"{venv.site_packages}\n")  # read before plausipy.pth
+    other = pth_only_venv(venv, tmp_path / "other-venv")
+    (other.site_packages / "_elsewhere.pth").write_text(f"{venv.site_packages}\n")  # read before plausipy.pth
     for extra in ({}, {"PYTHONDONTWRITEBYTECODE": "1"}):
         result = subprocess.run(
-            [str(other / "bin" / "python"), "-c", "import sys; print(sys.meta_path[0].__name__)"],
+            [other.python, "-c", "import sys; print(sys.meta_path[0].__name__)"],
             env=venv.env(home, **extra), capture_output=True, text=True)
         assert (result.stdout, result.stderr) == ("_plausipy_hook\n", "")
 

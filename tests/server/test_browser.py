@@ -143,9 +143,7 @@ def test_sign_up_register_a_package_and_see_its_dashboard(
     assert browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
 
     # The version filter is a plain form: choosing a version narrows every number.
-    from selenium.webdriver.support.ui import Select
-
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     Select(browser.find_element(By.NAME, "version")).select_by_value("1.0.0")
     browser.find_element(By.CSS_SELECTOR, ".dash-filter button[type=submit]").click()
