@@ -6,12 +6,16 @@ Everything is built in a temporary directory, never inside the repository:
                                   collector (a socket that listens and never answers), and a
                                   fake library (``benchlib``) declaring a key, whose Plausipy
                                   URL is the blackhole
-    workspace.layouts(python)     three venvs of one interpreter, identical but for:
+    workspace.layouts(python)     four venvs of one interpreter, identical but for:
                                     installed  plausipy + benchlib, hook files in place
                                     bare       the same, hook files moved out of site-packages
                                     empty      hook files in place, but plausipy/__init__.py is
                                                empty, _plausipy_hook/__init__.py has ``def start(): pass``
                                                and its _without_pyc.py is empty
+                                    floor      the empty layout, but plausipy.pth is the line
+                                               ``import _plausipy_hook`` and that package's
+                                               __init__.py is empty: the least a hook started
+                                               by a .pth file can cost
     workspace.allowing(python, n) the installed layout compiled, and a home whose policy allows
     child_cpu_ms(argv, env)       CPU time (user + system) of one child, from ``os.wait4``
     child_instructions(argv, env) instructions the child executed, counted by callgrind
@@ -20,7 +24,7 @@ Everything is built in a temporary directory, never inside the repository:
     bench_parser(doc, rounds)     the ``--rounds`` and ``--python`` options every benchmark takes
     print_report(title, …)        the table, then the summary lines beneath it
 
-Three venvs stand in for "the same venv with files moved": moving files inside
+Separate venvs stand in for "the same venv with files moved": moving files inside
 site-packages would change its mtime, and the key index cache (DESIGN.md §3)
 would be rebuilt on the next start, which is not what a start costs.
 
@@ -117,13 +121,13 @@ class Venv:
 
 
 class Layouts:
-    """The three venvs of one interpreter (see the module docstring)."""
+    """The four venvs of one interpreter (see the module docstring)."""
 
-    def __init__(self, installed: Venv, bare: Venv, empty: Venv) -> None:
-        self.installed, self.bare, self.empty = installed, bare, empty
+    def __init__(self, installed: Venv, bare: Venv, empty: Venv, floor: Venv) -> None:
+        self.installed, self.bare, self.empty, self.floor = installed, bare, empty, floor
 
     def all(self) -> dict[str, Venv]:
-        return {"installed": self.installed, "bare": self.bare, "empty": self.empty}
+        return {"installed": self.installed, "bare": self.bare, "empty": self.empty, "floor": self.floor}
 
 
 class Workspace:
@@ -189,7 +193,7 @@ class Workspace:
         return self._wheels
 
     def layouts(self, python: str) -> Layouts:
-        """The installed / bare / empty venvs of ``python``, built once."""
+        """The installed / bare / empty / floor venvs of ``python``, built once."""
         if python not in self._layouts:
             tag = "venv-%d" % len(self._layouts)
             installed = self._make_venv(self.root / tag / "installed", python)
@@ -197,7 +201,10 @@ class Workspace:
             _move_hook_files_away(bare, self.root / tag / "moved-away")
             empty = self._make_venv(self.root / tag / "empty", python)
             _empty_the_modules(empty)
-            self._layouts[python] = Layouts(installed, bare, empty)
+            floor = self._make_venv(self.root / tag / "floor", python)
+            _empty_the_modules(floor)
+            _reduce_to_the_floor(floor)
+            self._layouts[python] = Layouts(installed, bare, empty, floor)
         return self._layouts[python]
 
     def _make_venv(self, root: Path, python: str) -> Venv:
@@ -274,6 +281,13 @@ def _empty_the_modules(venv: Venv) -> None:
     hook = venv.site_packages / "_plausipy_hook"
     (hook / "__init__.py").write_text("def start():\n    pass\n")
     (hook / "_without_pyc.py").write_text("")  # what the .pth execs without .pyc files
+
+
+def _reduce_to_the_floor(venv: Venv) -> None:
+    # A .pth line that imports a package whose module is empty: no guard, no choice
+    # between .pyc and source, no work. Below this no hook started by a .pth file goes.
+    (venv.site_packages / "plausipy.pth").write_text("import _plausipy_hook\n")
+    (venv.site_packages / "_plausipy_hook" / "__init__.py").write_text("")
 
 
 def compile_plausipy(venv: Venv) -> None:
