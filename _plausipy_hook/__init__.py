@@ -81,7 +81,7 @@ def env_flag(name: str) -> bool:
 
 
 def start() -> None:
-    # Run once (.pth files run twice in a venv before 3.14): the kill switches,
+    # Run once (site runs a venv's .pth files twice, CPython issue 75723): the kill switches,
     # then the key index from its cache, rebuilt when a sys.path directory
     # changed (installing or removing a distribution changes its mtime), then,
     # if an installed distribution declares a key, the watcher and the exit hook.
