@@ -94,18 +94,16 @@ def _set_pyc(layouts: harness.Layouts, with_pyc: bool) -> None:
 
 def _check_watcher_installed(layouts: harness.Layouts, env: dict[str, str], cwd: Path) -> None:
     # A benchmark of a hook that stepped aside would flatter us: make sure it did its work.
-    probe = "import sys; print(getattr(sys.meta_path[0], '__name__', type(sys.meta_path[0]).__name__))"
-    found = subprocess.run([layouts.installed.python, "-c", probe], env=env, cwd=cwd,
-                           capture_output=True, text=True, check=True).stdout.strip()
+    def ask(venv: harness.Venv, code: str) -> str:
+        return subprocess.run([venv.python, "-c", code], env=env, cwd=cwd,
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    found = ask(layouts.installed, "import sys; print(getattr(sys.meta_path[0], '__name__', type(sys.meta_path[0]).__name__))")
     if found != "_plausipy_hook":
         raise SystemExit(f"the watcher is not at sys.meta_path[0] in the installed layout (found {found})")
-    found = subprocess.run([layouts.bare.python, "-c", "import sys; print('plausipy' in sys.modules)"],
-                           env=env, cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-    if found != "False":
+    if ask(layouts.bare, "import sys; print('plausipy' in sys.modules)") != "False":
         raise SystemExit("plausipy is imported in the bare layout: the hook files were not moved away")
-    found = subprocess.run([layouts.floor.python, "-c", "import sys; print('_plausipy_hook' in sys.modules)"],
-                           env=env, cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-    if found != "True":
+    if ask(layouts.floor, "import sys; print('_plausipy_hook' in sys.modules)") != "True":
         raise SystemExit("the floor layout's .pth line did not import its empty package")
 
 
