@@ -98,7 +98,8 @@ def _check_watcher_installed(layouts: harness.Layouts, env: dict[str, str], cwd:
         return subprocess.run([venv.python, "-c", code], env=env, cwd=cwd,
                               capture_output=True, text=True, check=True).stdout.strip()
 
-    found = ask(layouts.installed, "import sys; print(getattr(sys.meta_path[0], '__name__', type(sys.meta_path[0]).__name__))")
+    first = "sys.meta_path[0]"
+    found = ask(layouts.installed, f"import sys; print(getattr({first}, '__name__', type({first}).__name__))")
     if found != "_plausipy_hook":
         raise SystemExit(f"the watcher is not at sys.meta_path[0] in the installed layout (found {found})")
     if ask(layouts.bare, "import sys; print('plausipy' in sys.modules)") != "False":
